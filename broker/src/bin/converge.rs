@@ -1,0 +1,141 @@
+//! `converge`: the server binary.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use converge_broker::config::Config;
+use converge_broker::server;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "converge", version, about = "Secure industrial MQTT broker and historian")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. With no arguments it runs on embedded defaults: ./converge-data, a
+    /// development PKI created on first start, mTLS on 0.0.0.0:8883.
+    Serve {
+        /// TOML configuration file (every key is in docs/CONFIG.md).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Overrides `data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            init_logging(&config.log.level);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("converge")
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(config))
+        }
+        Command::CheckConfig { config } => {
+            let c = Config::load(&config)?;
+            println!("{config:?}: OK\n{c:#?}", config = config.display());
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = server::start(config.clone()).await?;
+    let r = running.restored;
+    tracing::info!(
+        sessions = r.sessions,
+        queued = r.queued,
+        retained = r.retained,
+        expired = r.expired,
+        "state restored"
+    );
+    if let Some(addr) = running.tls_addr {
+        tracing::info!(%addr, "MQTT over mutual TLS listening");
+    }
+    if let Some(addr) = running.tcp_addr {
+        tracing::warn!(%addr, "plain MQTT (no TLS) listening: for development and testing only");
+    }
+    if let Some(addr) = running.metrics_addr {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
+    if let (Some((pki, created)), Some(addr)) = (&running.dev_pki, running.tls_addr) {
+        if *created {
+            tracing::info!(dir = %pki.dir.display(), "created a development PKI");
+        }
+        print_quick_start(pki, addr.port());
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await.context("flushing state at shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16) {
+    use converge_broker::pki::{DEMO_DEVICE, DEMO_MONITOR};
+    let ca = pki.ca_cert.display();
+    let (dev_cert, dev_key) = (pki.device_cert.display(), pki.device_key.display());
+    let (mon_cert, mon_key) = (pki.monitor_cert.display(), pki.monitor_key.display());
+    println!(
+        "\nDevices connect with their certificate; the client id must equal its Common Name.\n\
+         In one terminal, subscribe:\n\n  \
+         mosquitto_sub -h localhost -p {port} -V mqttv5 -i {DEMO_MONITOR} --cafile {ca} --cert {mon_cert} --key {mon_key} -t 'plant/#' -v\n\n\
+         In another, publish:\n\n  \
+         mosquitto_pub -h localhost -p {port} -V mqttv5 -i {DEMO_DEVICE} --cafile {ca} --cert {dev_cert} --key {dev_key} -t plant/line1/temp -m 21.5 -q 1\n\n\
+         (MQTT 3.1.1: -V mqttv311. Stop the server with Ctrl-C.)\n"
+    );
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,407 @@
+//! The server's configuration: TOML in, validated `Config` out.
+//!
+//! Every key has a default (so `converge serve` runs with no file at all) and is documented in
+//! `docs/CONFIG.md`. Unknown keys are refused (serde `deny_unknown_fields`) and every semantic
+//! check names the key it rejects, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors from loading or validating a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, the development PKI and other state live.
+    pub data_dir: PathBuf,
+    pub listeners: Listeners,
+    pub limits: Limits,
+    pub mqtt: MqttConfig,
+    pub persistence: Persistence,
+    pub metrics: Metrics,
+    pub log: Log,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("converge-data"),
+            listeners: Listeners::default(),
+            limits: Limits::default(),
+            mqtt: MqttConfig::default(),
+            persistence: Persistence::default(),
+            metrics: Metrics::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    pub tls: TlsListener,
+    pub tcp: TcpListener,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsListener {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// PEM bundle of the CAs that issue device certificates. Empty: the development PKI's CA.
+    pub ca_file: Option<PathBuf>,
+    /// PEM server certificate chain. Empty: the development PKI's server certificate.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the server certificate.
+    pub key_file: Option<PathBuf>,
+    /// The client identifier must equal the certificate's Common Name (CONNACK 0x85 otherwise).
+    pub require_client_id_match: bool,
+    /// Subscriptions to these filters are refused (SUBACK 0x80/0x87) on this listener.
+    pub deny_subscribe: Vec<String>,
+}
+
+impl Default for TlsListener {
+    fn default() -> Self {
+        TlsListener {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            require_client_id_match: true,
+            deny_subscribe: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListener {
+    /// Plain TCP, for development and conformance testing only. Off by default.
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Allow binding to a non-loopback address (plaintext MQTT on the network).
+    pub insecure_allow_remote: bool,
+    /// Admit clients without a certificate (the only kind this listener has).
+    pub allow_anonymous: bool,
+    pub deny_subscribe: Vec<String>,
+}
+
+impl Default for TcpListener {
+    fn default() -> Self {
+        TcpListener {
+            enabled: false,
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            insecure_allow_remote: false,
+            allow_anonymous: false,
+            deny_subscribe: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest packet accepted or sent, fixed header included (bytes). Checked before buffering.
+    pub max_packet_size: u32,
+    /// Open connections across all listeners; further sockets are closed at accept.
+    pub max_connections: usize,
+    /// Seconds a new socket may take to complete TLS and send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// QoS 1/2 messages in flight to one client (our Receive Maximum toward the client is its own).
+    pub max_inflight: u16,
+    /// Receive Maximum the server advertises: QoS 1/2 PUBLISHes a client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Messages queued for one client (online: waiting for in-flight room; offline: persistent session).
+    pub max_queued_messages: usize,
+    /// Longest topic name or filter (bytes).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Topic aliases a client may use toward the server.
+    pub topic_alias_maximum: u16,
+    /// Longest client identifier (bytes).
+    pub max_client_id_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: 1024 * 1024,
+            max_connections: 10_000,
+            connect_timeout_secs: 10,
+            max_inflight: 64,
+            receive_maximum: 64,
+            max_queued_messages: 10_000,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            max_subscriptions_per_client: 1000,
+            topic_alias_maximum: 64,
+            max_client_id_length: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Cap on the client's keep-alive (seconds), returned as Server Keep Alive to MQTT 5 clients.
+    pub max_keep_alive_secs: u16,
+    /// Cap on the session expiry interval a client may ask for (seconds).
+    pub max_session_expiry_secs: u32,
+    /// Seconds between `$SYS/` statistics publications; 0 turns them off.
+    pub sys_interval_secs: u64,
+    pub retain_available: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_keep_alive_secs: 60,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            sys_interval_secs: 10,
+            retain_available: true,
+        }
+    }
+}
+
+/// How durable an acknowledgement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync the write-ahead log once per group commit: survives power loss.
+    Fsync,
+    /// Leave the write-ahead log in the OS page cache: survives a process crash only.
+    Os,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Persistence {
+    pub sync: SyncMode,
+    /// Largest number of writes merged into one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence {
+            sync: SyncMode::Fsync,
+            max_batch: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    pub enabled: bool,
+    /// Prometheus endpoint (`GET /metrics`); loopback unless you mean it.
+    pub bind: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `tracing` filter, e.g. "info" or "converge_broker=debug". `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_packet_size < 64 || l.max_packet_size as usize > crate::mqtt::codec::MAX_REMAINING_LENGTH
+        {
+            return Err(invalid(
+                "limits.max_packet_size",
+                "must be between 64 and 268435455",
+            ));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.connect_timeout_secs == 0 {
+            return Err(invalid("limits.connect_timeout_secs", "must be at least 1"));
+        }
+        if l.max_inflight == 0 {
+            return Err(invalid("limits.max_inflight", "must be at least 1"));
+        }
+        if l.receive_maximum == 0 {
+            return Err(invalid("limits.receive_maximum", "must be at least 1"));
+        }
+        if l.max_queued_messages == 0 {
+            return Err(invalid("limits.max_queued_messages", "must be at least 1"));
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65_535 {
+            return Err(invalid(
+                "limits.max_topic_length",
+                "must be between 1 and 65535",
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(invalid("limits.max_topic_levels", "must be at least 1"));
+        }
+        if l.max_client_id_length == 0 || l.max_client_id_length > 65_535 {
+            return Err(invalid(
+                "limits.max_client_id_length",
+                "must be between 1 and 65535",
+            ));
+        }
+        if self.persistence.max_batch == 0 {
+            return Err(invalid("persistence.max_batch", "must be at least 1"));
+        }
+        if self.mqtt.max_keep_alive_secs == 0 {
+            return Err(invalid("mqtt.max_keep_alive_secs", "must be at least 1"));
+        }
+        let tcp = &self.listeners.tcp;
+        if tcp.enabled && !tcp.bind.ip().is_loopback() && !tcp.insecure_allow_remote {
+            return Err(invalid(
+                "listeners.tcp.bind",
+                format!(
+                    "{} is not a loopback address; plaintext MQTT off-host needs listeners.tcp.insecure_allow_remote = true",
+                    tcp.bind
+                ),
+            ));
+        }
+        if !self.listeners.tls.enabled && !tcp.enabled {
+            return Err(invalid("listeners", "no listener is enabled"));
+        }
+        let tls = &self.listeners.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(invalid(
+                "listeners.tls.cert_file",
+                "cert_file and key_file must be given together",
+            ));
+        }
+        for (key, list) in [
+            ("listeners.tls.deny_subscribe", &tls.deny_subscribe),
+            ("listeners.tcp.deny_subscribe", &tcp.deny_subscribe),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|f| !crate::mqtt::topic::valid_topic_filter(f))
+            {
+                return Err(invalid(key, format!("{bad:?} is not a valid topic filter")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir.join("db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listeners.tls.bind.port(), 8883);
+        assert!(!c.listeners.tcp.enabled);
+        assert_eq!(c.persistence.sync, SyncMode::Fsync);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[limits]\nmax_packet_sise = 10\n").unwrap_err();
+        assert!(e.to_string().contains("max_packet_sise"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse("[persistence]\nsync = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = Config::parse("[limits]\nmax_connections = 0\n").unwrap_err();
+        assert!(e.to_string().contains("limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_listener_must_stay_on_loopback() {
+        let e = Config::parse("[listeners.tcp]\nenabled = true\nbind = \"0.0.0.0:1883\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("listeners.tcp.bind"), "{e}");
+        Config::parse(
+            "[listeners.tcp]\nenabled = true\nbind = \"0.0.0.0:1883\"\ninsecure_allow_remote = true\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn deny_subscribe_filters_are_checked() {
+        let e = Config::parse("[listeners.tcp]\ndeny_subscribe = [\"a/#/b\"]\n").unwrap_err();
+        assert!(e.to_string().contains("listeners.tcp.deny_subscribe"), "{e}");
+    }
+}

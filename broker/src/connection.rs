@@ -1,0 +1,997 @@
+//! The connection loop: one task per client, shared by every transport.
+//!
+//! A transport hands over a byte stream and the peer's identity; this module reads CONNECT,
+//! applies the identity rules, attaches the session, and then runs the loop that decodes
+//! packets, answers them, drains the session queue into PUBLISHes and enforces keep-alive.
+//! Packet handling (`Conn::handle`) is synchronous and writes into an output buffer; the async
+//! loop around it only moves bytes and waits. Acknowledgements that depend on persistence wait
+//! in `pending` (FIFO, so QoS 1 PUBACKs keep the order of their PUBLISHes, MQTT-4.6.0-2).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::mqtt::codec::{self, DecodeError, DecodeLimits};
+use crate::mqtt::packet::{
+    ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubResp,
+    PubRespKind, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::mqtt::topic;
+use crate::persist::record::{self, DeliveryState};
+use crate::persist::{Cf, Op, StoreError};
+use crate::router::message::{now_ms, Delivery};
+use crate::router::{self, Broker, PendingWill};
+use crate::session::{self, SharedSession, Subscription};
+use crate::transport::{ListenerKind, PeerIdentity};
+
+/// Most QoS 1/2 messages moved from the queue to the socket per wake-up, so one busy session
+/// cannot starve the others sharing a worker thread.
+const MAX_SENDS_PER_WAKE: usize = 256;
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a connection we closed keeps reading (and discarding) the client's last bytes.
+const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(2);
+/// A peer that does not take our bytes for this long is gone (when it has no keep-alive).
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Per-listener rules the connection loop applies.
+#[derive(Debug, Clone)]
+pub struct ListenerContext {
+    pub kind: ListenerKind,
+    pub allow_anonymous: bool,
+    pub require_client_id_match: bool,
+    pub deny_subscribe: Vec<String>,
+}
+
+static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Why the loop ends.
+#[derive(Debug)]
+enum Close {
+    /// We close: tell an MQTT 5 client why with DISCONNECT, then close.
+    Reason(ReasonCode, &'static str),
+    /// The client sent DISCONNECT; publish the will only for reason 0x04.
+    ClientDisconnect { publish_will: bool },
+    /// The socket closed or failed: abnormal, the will is published.
+    Network,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A packet to send once its records are durable, and deliveries to queue after it.
+struct PendingAck {
+    packet: Packet,
+    commit: AckFuture,
+    then: Vec<Delivery>,
+}
+
+/// Runs one client connection to its end. `deadline` bounds the time until CONNECT is read.
+pub async fn serve<S>(
+    stream: S,
+    peer: PeerIdentity,
+    remote: SocketAddr,
+    listener: Arc<ListenerContext>,
+    broker: Arc<Broker>,
+    deadline: Instant,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let limits = DecodeLimits {
+        max_packet_size: broker.config.limits.max_packet_size,
+    };
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+
+    // Phase 1: CONNECT, within the connect timeout.
+    let connect = loop {
+        match codec::decode(&mut rbuf, None, &limits) {
+            Ok(Some(Packet::Connect(c))) => break c,
+            Ok(Some(_)) => return, // the decoder only yields CONNECT here
+            Ok(None) => {}
+            Err(DecodeError::UnsupportedProtocolVersion(level)) => {
+                tracing::info!(level, "refused: unsupported protocol version");
+                reject_connect(&mut writer, &broker, ProtocolVersion::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION).await;
+                return;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "malformed CONNECT; closing");
+                broker.metrics.protocol_errors.with_label_values(&[&format!("0x{:02X}", e.reason_code().0)]).inc();
+                return;
+            }
+        }
+        rbuf.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            r = reader.read_buf(&mut rbuf) => r,
+            _ = tokio::time::sleep_until(deadline) => {
+                broker.metrics.connections_rejected.with_label_values(&["connect_timeout"]).inc();
+                tracing::info!("no CONNECT before the connect timeout; closing");
+                return;
+            }
+            _ = shutdown.changed() => return,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => broker.metrics.bytes_received.inc_by(n as u64),
+        }
+    };
+    broker.metrics.packets_received.with_label_values(&["connect"]).inc();
+    let version = connect.protocol;
+
+    let accepted = match accept_connect(&connect, &peer, &listener, &broker) {
+        Ok(a) => a,
+        Err(reason) => {
+            broker.metrics.connections_rejected.with_label_values(&[&format!("0x{:02X}", reason.0)]).inc();
+            tracing::info!(client_id = %connect.client_id, reason = format!("0x{:02X}", reason.0), "CONNECT refused");
+            reject_connect(&mut writer, &broker, version, reason).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("client_id", accepted.client_id.as_str());
+
+    let attached = broker.connect(
+        &accepted.client_id,
+        version,
+        connect.clean_start,
+        accepted.session_expiry,
+    );
+    if let Err(e) = broker.store.submit(attached.ops).wait().await {
+        tracing::error!(error = %e, "cannot persist session; refusing connection");
+        reject_connect(&mut writer, &broker, version, ReasonCode::SERVER_UNAVAILABLE).await;
+        broker.disconnected(&attached.session, attached.connection_id, None);
+        return;
+    }
+    broker.metrics.connections.inc();
+    tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
+
+    let mut conn = Conn {
+        broker: broker.clone(),
+        listener,
+        version,
+        client_id: Arc::from(accepted.client_id.as_str()),
+        session: attached.session.clone(),
+        connection_id: attached.connection_id,
+        out: BytesMut::with_capacity(READ_CHUNK),
+        pending: VecDeque::new(),
+        qos1_pending: 0,
+        client_receive_max: accepted.client_receive_max,
+        client_max_packet: accepted.client_max_packet,
+        client_alias_max: accepted.client_alias_max,
+        in_aliases: HashMap::new(),
+        out_aliases: HashMap::new(),
+        session_expiry: accepted.session_expiry,
+        will: accepted.will,
+        waker: attached.waker.clone(),
+    };
+    conn.send(&Packet::ConnAck(accepted.connack(attached.session_present)));
+    conn.resend_inflight();
+    conn.pump();
+
+    let keep_alive = accepted.keep_alive;
+    // MQTT-3.1.2-22: one and a half times the keep-alive without a packet ends the connection.
+    let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let write_timeout = idle.unwrap_or(DEFAULT_WRITE_TIMEOUT);
+    let mut last_packet = Instant::now();
+    let mut kicked = attached.kicked;
+
+    let close = 'conn: loop {
+        if !conn.out.is_empty() {
+            let n = conn.out.len();
+            match tokio::time::timeout(write_timeout, writer.write_all(&conn.out)).await {
+                Ok(Ok(())) => broker.metrics.bytes_sent.inc_by(n as u64),
+                Ok(Err(_)) => break Close::Network,
+                Err(_) => break Close::Reason(ReasonCode::KEEP_ALIVE_TIMEOUT, "write timed out"),
+            }
+            conn.out.clear();
+        }
+        let idle_deadline = idle.map(|d| last_packet + d);
+        let event = tokio::select! {
+            biased;
+            r = &mut kicked => Event::Kicked(r.ok()),
+            r = front(&mut conn.pending), if !conn.pending.is_empty() => Event::Committed(r),
+            _ = conn.waker.notified() => Event::Wake,
+            r = reader.read_buf(&mut rbuf) => Event::Read(r),
+            _ = sleep_until_opt(idle_deadline) => Event::KeepAliveTimeout,
+        };
+        match event {
+            Event::Kicked(reason) => {
+                break Close::Reason(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER), "closed by the server");
+            }
+            Event::Committed(result) => {
+                let Some(done) = conn.pending.pop_front() else { continue };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "persistence failed; closing without acknowledging");
+                    break Close::Reason(ReasonCode::UNSPECIFIED_ERROR, "persistence failed");
+                }
+                if matches!(&done.packet, Packet::PubResp(r) if r.kind == PubRespKind::PubAck) {
+                    conn.qos1_pending = conn.qos1_pending.saturating_sub(1);
+                }
+                conn.send(&done.packet);
+                conn.queue_deliveries(done.then);
+            }
+            Event::Wake => conn.pump(),
+            Event::Read(Ok(0)) | Event::Read(Err(_)) => break Close::Network,
+            Event::Read(Ok(n)) => {
+                broker.metrics.bytes_received.inc_by(n as u64);
+                loop {
+                    match codec::decode(&mut rbuf, Some(version), &limits) {
+                        Ok(Some(packet)) => {
+                            last_packet = Instant::now();
+                            broker.metrics.packets_received.with_label_values(&[packet.name()]).inc();
+                            if let Err(close) = conn.handle(packet) {
+                                break 'conn close;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            broker.metrics.protocol_errors.with_label_values(&[&format!("0x{:02X}", e.reason_code().0)]).inc();
+                            tracing::info!(error = %e, "malformed packet; closing");
+                            break 'conn Close::Reason(e.reason_code(), "malformed packet");
+                        }
+                    }
+                }
+                rbuf.reserve(READ_CHUNK);
+            }
+            Event::KeepAliveTimeout => {
+                tracing::info!(keep_alive, "keep-alive timeout");
+                break Close::Reason(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+            }
+        }
+    };
+
+    let publish_will = match &close {
+        Close::Reason(reason, why) => {
+            tracing::info!(reason = format!("0x{:02X}", reason.0), why, "disconnecting client");
+            if version == ProtocolVersion::V5 {
+                conn.out.clear();
+                conn.send(&Packet::Disconnect(Disconnect { reason: *reason, properties: Properties::default() }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&conn.out)).await;
+            }
+            // A server-initiated close is not a clean client disconnect: the will goes out.
+            true
+        }
+        Close::ClientDisconnect { publish_will } => *publish_will,
+        Close::Network => true,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    let will = if publish_will { conn.will.take() } else { None };
+    broker.metrics.connections.dec();
+    broker.disconnected(&conn.session, conn.connection_id, will);
+    if matches!(close, Close::Reason(..)) {
+        // Half-close, then read and discard what the client still sends until it closes: a
+        // client writing at that moment (PUBREL, say) would otherwise get a reset and could
+        // lose our DISCONNECT. Bounded by DRAIN_AFTER_DISCONNECT.
+        let _ = tokio::time::timeout(DRAIN_AFTER_DISCONNECT, async {
+            loop {
+                rbuf.clear();
+                match reader.read_buf(&mut rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    tracing::info!("disconnected");
+}
+
+enum Event {
+    Kicked(Option<ReasonCode>),
+    Committed(Result<(), StoreError>),
+    Wake,
+    Read(std::io::Result<usize>),
+    KeepAliveTimeout,
+}
+
+async fn front(pending: &mut VecDeque<PendingAck>) -> Result<(), StoreError> {
+    match pending.front_mut() {
+        Some(p) => p.commit.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reject_connect<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    broker: &Broker,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+) {
+    let mut out = BytesMut::new();
+    let connack = Packet::ConnAck(ConnAck { session_present: false, reason, properties: Properties::default() });
+    if codec::encode(&connack, version, &mut out).is_ok() {
+        broker.metrics.packets_sent.with_label_values(&["connack"]).inc();
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&out)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}
+
+/// The outcome of checking a CONNECT.
+struct Accepted {
+    client_id: String,
+    assigned_id: bool,
+    session_expiry: u32,
+    expiry_capped: bool,
+    keep_alive: u16,
+    server_keep_alive: Option<u16>,
+    client_receive_max: u16,
+    client_max_packet: Option<u32>,
+    client_alias_max: u16,
+    will: Option<PendingWill>,
+    config_receive_max: u16,
+    config_alias_max: u16,
+    config_max_packet: u32,
+    retain_available: bool,
+    version: ProtocolVersion,
+}
+
+impl Accepted {
+    fn connack(&self, session_present: bool) -> ConnAck {
+        let mut properties = Properties::default();
+        if self.version == ProtocolVersion::V5 {
+            properties.receive_maximum = Some(self.config_receive_max);
+            properties.topic_alias_maximum = Some(self.config_alias_max);
+            properties.maximum_packet_size = Some(self.config_max_packet);
+            if !self.retain_available {
+                properties.retain_available = Some(0);
+            }
+            if self.assigned_id {
+                properties.assigned_client_identifier = Some(self.client_id.clone());
+            }
+            if self.expiry_capped {
+                properties.session_expiry_interval = Some(self.session_expiry);
+            }
+            properties.server_keep_alive = self.server_keep_alive;
+        }
+        ConnAck { session_present, reason: ReasonCode::SUCCESS, properties }
+    }
+}
+
+/// Applies the listener's identity rules and the limits to a CONNECT.
+fn accept_connect(
+    c: &Connect,
+    peer: &PeerIdentity,
+    listener: &ListenerContext,
+    broker: &Broker,
+) -> Result<Accepted, ReasonCode> {
+    let cfg = &broker.config;
+    let v5 = c.protocol == ProtocolVersion::V5;
+    if c.properties.authentication_method.is_some() {
+        // Enhanced authentication is not offered: the certificate is the identity.
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    let mut client_id = c.client_id.clone();
+    let mut assigned_id = false;
+    match listener.kind {
+        ListenerKind::Tls => {
+            let Some(cn) = peer.common_name.as_deref() else {
+                return Err(ReasonCode::NOT_AUTHORIZED);
+            };
+            if client_id.is_empty() {
+                client_id = cn.to_string();
+                assigned_id = true;
+            } else if listener.require_client_id_match && client_id != cn {
+                // One device must not pose as another.
+                return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+        }
+        ListenerKind::Tcp => {
+            if !listener.allow_anonymous {
+                return Err(ReasonCode::NOT_AUTHORIZED);
+            }
+            if client_id.is_empty() {
+                if !v5 && !c.clean_start {
+                    // MQTT-3.1.3-8: a 3.1.1 client with no id must ask for a clean session.
+                    return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                }
+                client_id = format!("converge-{}", ASSIGNED_IDS.fetch_add(1, Ordering::Relaxed));
+                assigned_id = true;
+            }
+        }
+    }
+    if client_id.len() > cfg.limits.max_client_id_length {
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+    let will = match &c.will {
+        None => None,
+        Some(w) => {
+            if !topic::valid_topic_name(&w.topic)
+                || w.topic.len() > cfg.limits.max_topic_length
+                || topic::level_count(&w.topic) > cfg.limits.max_topic_levels
+            {
+                return Err(ReasonCode::TOPIC_NAME_INVALID);
+            }
+            if w.retain && !cfg.mqtt.retain_available {
+                return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+            let mut properties = w.properties.clone();
+            let delay_secs = properties.will_delay_interval.take().unwrap_or(0);
+            Some(PendingWill {
+                publish: Publish {
+                    dup: false,
+                    qos: w.qos,
+                    retain: w.retain,
+                    topic: w.topic.clone(),
+                    packet_id: None,
+                    properties,
+                    payload: w.payload.clone(),
+                },
+                delay_secs,
+            })
+        }
+    };
+    let (session_expiry, expiry_capped) = if v5 {
+        let asked = c.properties.session_expiry_interval.unwrap_or(0);
+        let max = cfg.mqtt.max_session_expiry_secs;
+        (asked.min(max), asked > max)
+    } else if c.clean_start {
+        (0, false)
+    } else {
+        (cfg.mqtt.max_session_expiry_secs, false)
+    };
+    let max_ka = cfg.mqtt.max_keep_alive_secs;
+    let (keep_alive, server_keep_alive) = if v5 && (c.keep_alive == 0 || c.keep_alive > max_ka) {
+        (max_ka, Some(max_ka))
+    } else {
+        (c.keep_alive, None)
+    };
+    Ok(Accepted {
+        client_id,
+        assigned_id,
+        session_expiry,
+        expiry_capped,
+        keep_alive,
+        server_keep_alive,
+        client_receive_max: c
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(cfg.limits.max_inflight),
+        client_max_packet: c.properties.maximum_packet_size,
+        client_alias_max: if v5 { c.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
+        will,
+        config_receive_max: cfg.limits.receive_maximum,
+        config_alias_max: cfg.limits.topic_alias_maximum,
+        config_max_packet: cfg.limits.max_packet_size,
+        retain_available: cfg.mqtt.retain_available,
+        version: c.protocol,
+    })
+}
+
+/// The connection's protocol state between packets.
+struct Conn {
+    broker: Arc<Broker>,
+    listener: Arc<ListenerContext>,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    session: SharedSession,
+    connection_id: u64,
+    out: BytesMut,
+    pending: VecDeque<PendingAck>,
+    /// QoS 1 PUBLISHes received and not yet acknowledged (Receive Maximum accounting).
+    qos1_pending: usize,
+    client_receive_max: u16,
+    client_max_packet: Option<u32>,
+    client_alias_max: u16,
+    in_aliases: HashMap<u16, String>,
+    out_aliases: HashMap<String, u16>,
+    session_expiry: u32,
+    will: Option<PendingWill>,
+    waker: Arc<Notify>,
+}
+
+impl Conn {
+    fn v5(&self) -> bool {
+        self.version == ProtocolVersion::V5
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        match codec::encode(packet, self.version, &mut self.out) {
+            Ok(_) => self.broker.metrics.packets_sent.with_label_values(&[packet.name()]).inc(),
+            Err(e) => tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet"),
+        }
+    }
+
+    fn send_frame(&mut self, frame: &Bytes) {
+        self.out.extend_from_slice(frame);
+        self.broker.metrics.packets_sent.with_label_values(&["publish"]).inc();
+    }
+
+    fn ack(&self, kind: PubRespKind, packet_id: PacketId, reason: ReasonCode) -> Packet {
+        Packet::PubResp(PubResp {
+            kind,
+            packet_id,
+            reason: if self.v5() { reason } else { ReasonCode::SUCCESS },
+            properties: Properties::default(),
+        })
+    }
+
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubResp(r) => {
+                self.on_pub_resp(r);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            Packet::Connect(_) => Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "second CONNECT")),
+            Packet::Auth(_) => Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "server-to-client packet from a client"))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+        let cfg = &self.broker.config;
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > cfg.limits.topic_alias_maximum {
+                return Err(Close::Reason(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+            }
+            if p.topic.is_empty() {
+                match self.in_aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "unknown topic alias")),
+                }
+            } else {
+                self.in_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if p.topic.is_empty()
+            || p.topic.len() > cfg.limits.max_topic_length
+            || topic::level_count(&p.topic) > cfg.limits.max_topic_levels
+        {
+            return Err(Close::Reason(ReasonCode::TOPIC_NAME_INVALID, "topic name invalid or too long"));
+        }
+        if p.retain && !cfg.mqtt.retain_available {
+            return Err(Close::Reason(ReasonCode::RETAIN_NOT_SUPPORTED, "retain not available"));
+        }
+        // `$`-topics belong to the server (`$SYS/`): clients may not publish to them.
+        let refused = p.topic.starts_with('$');
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if refused {
+                    self.broker.metrics.messages_dropped.with_label_values(&["not_authorized"]).inc();
+                    return Ok(());
+                }
+                let routed = self.broker.publish(p, Some(self.client_id.clone()));
+                self.broker.store.submit_detached(routed.ops);
+            }
+            (QoS::AtLeastOnce, Some(pid)) => {
+                if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
+                    return Err(Close::Reason(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                }
+                let (commit, reason) = if refused {
+                    (commit_ready(), ReasonCode::NOT_AUTHORIZED)
+                } else {
+                    let routed = self.broker.publish(p, Some(self.client_id.clone()));
+                    (boxed(self.broker.store.submit(routed.ops)), matched_reason(routed.matched))
+                };
+                self.qos1_pending += 1;
+                let packet = self.ack(PubRespKind::PubAck, pid, reason);
+                self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+            }
+            (QoS::ExactlyOnce, Some(pid)) => {
+                let (duplicate, persistent) = {
+                    let s = session::lock(&self.session);
+                    (s.inbound_qos2.contains(&pid), s.persistent())
+                };
+                if duplicate {
+                    // Already routed (method B of MQTT-4.3.3): only answer again.
+                    let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::SUCCESS);
+                    self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+                    return Ok(());
+                }
+                if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
+                    return Err(Close::Reason(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                }
+                if refused {
+                    let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::NOT_AUTHORIZED);
+                    self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+                    return Ok(());
+                }
+                session::lock(&self.session).inbound_qos2.insert(pid);
+                let mut routed = self.broker.publish(p, Some(self.client_id.clone()));
+                if persistent {
+                    routed.ops.push(Op::Put { cf: Cf::Inbound, key: record::inbound_key(&self.client_id, pid), value: Vec::new() });
+                }
+                let packet = self.ack(PubRespKind::PubRec, pid, matched_reason(routed.matched));
+                let commit = boxed(self.broker.store.submit(routed.ops));
+                self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+            }
+            // The decoder guarantees a packet id for QoS 1/2.
+            (_, None) => return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "missing packet id")),
+        }
+        Ok(())
+    }
+
+    /// QoS 1/2 PUBLISHes from the client not yet fully acknowledged by us.
+    fn inbound_unacked(&self) -> usize {
+        self.qos1_pending + session::lock(&self.session).inbound_qos2.len()
+    }
+
+    fn on_pub_resp(&mut self, r: PubResp) {
+        match r.kind {
+            PubRespKind::PubRel => {
+                let (existed, persistent) = {
+                    let mut s = session::lock(&self.session);
+                    (s.inbound_qos2.remove(&r.packet_id), s.persistent())
+                };
+                if existed && persistent {
+                    self.broker.store.submit_detached(vec![Op::Delete { cf: Cf::Inbound, key: record::inbound_key(&self.client_id, r.packet_id) }]);
+                }
+                let reason = if existed { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                let packet = self.ack(PubRespKind::PubComp, r.packet_id, reason);
+                // Behind any PUBREC still waiting for its commit, to keep the flow in order.
+                self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+            }
+            PubRespKind::PubAck | PubRespKind::PubComp => {
+                let want_qos = if r.kind == PubRespKind::PubAck { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+                let removed = {
+                    let mut s = session::lock(&self.session);
+                    if s.owner != Some(self.connection_id) {
+                        return;
+                    }
+                    let pos = s.inflight.iter().position(|d| {
+                        d.packet_id() == Some(r.packet_id)
+                            && d.qos == want_qos
+                            && (want_qos == QoS::AtLeastOnce || matches!(d.state, DeliveryState::Released(_)))
+                    });
+                    pos.and_then(|i| s.inflight.remove(i))
+                };
+                if let Some(d) = removed {
+                    self.broker.metrics.inflight_messages.dec();
+                    if let Some(seq) = d.seq {
+                        self.broker.store.submit_detached(vec![Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) }]);
+                    }
+                    self.pump();
+                }
+            }
+            PubRespKind::PubRec => {
+                let mut ops = Vec::new();
+                let mut dropped = false;
+                let found = {
+                    let mut s = session::lock(&self.session);
+                    if s.owner != Some(self.connection_id) {
+                        return;
+                    }
+                    let pos = s.inflight.iter().position(|d| d.packet_id() == Some(r.packet_id) && d.qos == QoS::ExactlyOnce);
+                    match pos {
+                        Some(i) if r.reason.is_error() => {
+                            // The receiver refused the message: the flow ends here (MQTT-4.3.3).
+                            if let Some(d) = s.inflight.remove(i) {
+                                if let Some(seq) = d.seq {
+                                    ops.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                                }
+                            }
+                            dropped = true;
+                            true
+                        }
+                        Some(i) => {
+                            let client_id = s.client_id.clone();
+                            if let Some(d) = s.inflight.get_mut(i) {
+                                d.state = DeliveryState::Released(r.packet_id);
+                                if let Some(op) = d.seq.and_then(|seq| router::delivery_op(&client_id, seq, d)) {
+                                    ops.push(op);
+                                }
+                            }
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                self.broker.store.submit_detached(ops);
+                if dropped {
+                    self.broker.metrics.inflight_messages.dec();
+                    self.pump();
+                } else {
+                    let reason = if found { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                    let packet = self.ack(PubRespKind::PubRel, r.packet_id, reason);
+                    self.send(&packet);
+                }
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Close> {
+        let limits = &self.broker.config.limits;
+        let identifier = sub.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut retained = Vec::new();
+        let mut changed = false;
+        for f in &sub.filters {
+            let shared = topic::parse_shared(&f.filter);
+            let plain = match shared {
+                Ok(Some((_, plain))) => plain,
+                Ok(None) => f.filter.as_str(),
+                Err(_) => {
+                    reasons.push(self.refusal(ReasonCode::TOPIC_FILTER_INVALID));
+                    continue;
+                }
+            };
+            if matches!(shared, Ok(Some(_))) && f.options.no_local {
+                // MQTT-3.8.3-4.
+                return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "no-local on a shared subscription"));
+            }
+            if !topic::valid_topic_filter(plain)
+                || f.filter.len() > limits.max_topic_length
+                || topic::level_count(plain) > limits.max_topic_levels
+            {
+                reasons.push(self.refusal(ReasonCode::TOPIC_FILTER_INVALID));
+                continue;
+            }
+            if self.denied(&f.filter) {
+                tracing::info!(filter = %f.filter, "subscription refused by listener rule");
+                reasons.push(ReasonCode::UNSPECIFIED_ERROR);
+                continue;
+            }
+            let at_limit = {
+                let s = session::lock(&self.session);
+                !s.subscriptions.contains_key(&f.filter) && s.subscriptions.len() >= limits.max_subscriptions_per_client
+            };
+            if at_limit {
+                reasons.push(self.refusal(ReasonCode::QUOTA_EXCEEDED));
+                continue;
+            }
+            let (_, mut found) = self.broker.subscribe(&self.session, &f.filter, Subscription { options: f.options, identifier });
+            retained.append(&mut found);
+            changed = true;
+            reasons.push(ReasonCode(f.options.qos as u8));
+        }
+        let commit = self.persist_session(changed);
+        let packet = Packet::SubAck(SubAck { packet_id: sub.packet_id, properties: Properties::default(), reasons });
+        self.pending.push_back(PendingAck { packet, commit, then: retained });
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut changed = false;
+        for f in &u.filters {
+            let existed = self.broker.unsubscribe(&self.session, f);
+            changed |= existed;
+            reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
+        }
+        if !self.v5() {
+            reasons.clear();
+        }
+        let commit = self.persist_session(changed);
+        let packet = Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, properties: Properties::default(), reasons });
+        self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Close> {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.session_expiry == 0 && expiry != 0 {
+                // MQTT-3.14.2-2.
+                return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 at CONNECT"));
+            }
+            let expiry = expiry.min(self.broker.config.mqtt.max_session_expiry_secs);
+            self.session_expiry = expiry;
+            let mut s = session::lock(&self.session);
+            s.expiry_interval = expiry;
+        }
+        Err(Close::ClientDisconnect { publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL })
+    }
+
+    /// 3.1.1 has a single failure code for SUBACK.
+    fn refusal(&self, reason: ReasonCode) -> ReasonCode {
+        if self.v5() { reason } else { ReasonCode::UNSPECIFIED_ERROR }
+    }
+
+    fn denied(&self, filter: &str) -> bool {
+        self.listener.deny_subscribe.iter().any(|d| {
+            d == filter || (topic::valid_topic_name(filter) && topic::matches(d, filter))
+        })
+    }
+
+    fn persist_session(&self, changed: bool) -> AckFuture {
+        let s = session::lock(&self.session);
+        if changed && s.persistent() {
+            boxed(self.broker.store.submit(vec![s.record_op()]))
+        } else {
+            commit_ready()
+        }
+    }
+
+    /// Puts deliveries (retained messages for a new subscription) into the session's queue.
+    fn queue_deliveries(&mut self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut ops = Vec::new();
+        {
+            let mut s = session::lock(&self.session);
+            for d in deliveries {
+                router::enqueue(&mut s, d, &self.broker.config, &self.broker.metrics, &mut ops);
+            }
+        }
+        self.broker.store.submit_detached(ops);
+        self.pump();
+    }
+
+    /// After a resumed session: send again what was in flight (MQTT-4.4.0-1).
+    fn resend_inflight(&mut self) {
+        let inflight: Vec<Delivery> = session::lock(&self.session).inflight.iter().cloned().collect();
+        let now = now_ms();
+        for d in inflight {
+            match d.state {
+                DeliveryState::Sent(pid) => {
+                    if let Some(p) = self.outgoing_publish(&d, Some(pid), true, now) {
+                        self.send(&Packet::Publish(p));
+                    }
+                }
+                DeliveryState::Released(pid) => {
+                    let packet = self.ack(PubRespKind::PubRel, pid, ReasonCode::SUCCESS);
+                    self.send(&packet);
+                }
+                DeliveryState::Queued => {}
+            }
+        }
+    }
+
+    /// Moves queued messages to the socket while the client's receive window has room.
+    fn pump(&mut self) {
+        let now = now_ms();
+        let mut detached = Vec::new();
+        let mut sent = 0usize;
+        let mut s = session::lock(&self.session);
+        if s.owner != Some(self.connection_id) {
+            return;
+        }
+        while sent < MAX_SENDS_PER_WAKE {
+            let Some(front) = s.queue.front() else { break };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= usize::from(self.client_receive_max) {
+                break;
+            }
+            let Some(mut d) = s.queue.pop_front() else { break };
+            self.broker.metrics.queued_messages.dec();
+            if d.msg.expired(now) {
+                self.broker.metrics.messages_dropped.with_label_values(&["expired"]).inc();
+                if let Some(seq) = d.seq {
+                    detached.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                }
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                if let Some(frame) = self.shared_frame(&d) {
+                    if self.fits(frame.len()) {
+                        self.send_frame(&frame);
+                        self.broker.metrics.messages_delivered.inc();
+                    } else {
+                        self.broker.metrics.messages_dropped.with_label_values(&["packet_too_large"]).inc();
+                    }
+                } else if let Some(p) = self.outgoing_publish(&d, None, false, now) {
+                    self.deliver(p);
+                }
+                continue;
+            }
+            let Some(pid) = s.allocate_packet_id() else {
+                s.queue.push_front(d);
+                break;
+            };
+            let Some(p) = self.outgoing_publish(&d, Some(pid), false, now) else {
+                if let Some(seq) = d.seq {
+                    detached.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                }
+                continue;
+            };
+            d.state = DeliveryState::Sent(pid);
+            if d.qos == QoS::ExactlyOnce {
+                // Remember the packet id: after a crash the same id goes out again, so the
+                // receiver can recognise the duplicate (exactly once across restarts).
+                if let Some(op) = d.seq.and_then(|seq| router::delivery_op(&self.client_id, seq, &d)) {
+                    detached.push(op);
+                }
+            }
+            s.inflight.push_back(d);
+            self.broker.metrics.inflight_messages.inc();
+            self.deliver(p);
+            sent += 1;
+        }
+        let more = !s.queue.is_empty() && sent >= MAX_SENDS_PER_WAKE;
+        drop(s);
+        self.broker.store.submit_detached(detached);
+        if more {
+            self.waker.notify_one();
+        }
+    }
+
+    fn deliver(&mut self, p: Publish) {
+        self.send(&Packet::Publish(p));
+        self.broker.metrics.messages_delivered.inc();
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        self.client_max_packet.is_none_or(|max| len <= max as usize)
+    }
+
+    /// The message's shared QoS 0 frame, when this copy needs nothing of its own.
+    fn shared_frame(&self, d: &Delivery) -> Option<Bytes> {
+        let plain = d.subscription_ids.is_empty()
+            && d.msg.expires_at_ms.is_none()
+            && (self.client_alias_max == 0 || !self.v5());
+        if plain {
+            d.msg.qos0_frame(self.version, d.retain)
+        } else {
+            None
+        }
+    }
+
+    /// This client's copy of a message, or None when it exceeds the client's Maximum Packet
+    /// Size (MQTT-3.1.2-24: then it is discarded, as if sent).
+    fn outgoing_publish(&mut self, d: &Delivery, packet_id: Option<PacketId>, dup: bool, now: u64) -> Option<Publish> {
+        let mut p = d.msg.publish.clone();
+        p.qos = d.qos;
+        p.retain = d.retain;
+        p.packet_id = if d.qos == QoS::AtMostOnce { None } else { packet_id };
+        p.dup = dup && d.qos != QoS::AtMostOnce;
+        if self.v5() {
+            p.properties.subscription_identifiers = d.subscription_ids.clone();
+            p.properties.message_expiry_interval = d.msg.remaining_expiry(now);
+            if self.client_alias_max > 0 {
+                match self.out_aliases.get(&p.topic) {
+                    Some(alias) => {
+                        p.properties.topic_alias = Some(*alias);
+                        p.topic.clear();
+                    }
+                    None => {
+                        if let Ok(next) = u16::try_from(self.out_aliases.len() + 1) {
+                            if next <= self.client_alias_max {
+                                p.properties.topic_alias = Some(next);
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            p.properties = Properties::default();
+        }
+        let len = codec::encoded_len(&Packet::Publish(p.clone()), self.version).ok()?;
+        if !self.fits(len) {
+            self.broker.metrics.messages_dropped.with_label_values(&["packet_too_large"]).inc();
+            return None;
+        }
+        // A new alias is only established once the packet that carries it is really sent.
+        if let (Some(alias), false) = (p.properties.topic_alias, p.topic.is_empty()) {
+            self.out_aliases.insert(p.topic.clone(), alias);
+        }
+        Some(p)
+    }
+}
+
+fn matched_reason(matched: bool) -> ReasonCode {
+    if matched { ReasonCode::SUCCESS } else { ReasonCode::NO_MATCHING_SUBSCRIBERS }
+}
+
+fn commit_ready() -> AckFuture {
+    Box::pin(std::future::ready(Ok(())))
+}
+
+fn boxed(commit: crate::persist::Commit) -> AckFuture {
+    Box::pin(commit.wait())
+}

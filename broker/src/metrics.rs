@@ -1,0 +1,148 @@
+//! Prometheus metrics and the loopback HTTP endpoint that serves them.
+//!
+//! One `Metrics` per server, registered in its own `Registry` (not the global default) so that
+//! tests can run several servers in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntGauge,
+    pub connections_total: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
+    pub packets_received: IntCounterVec,
+    pub packets_sent: IntCounterVec,
+    pub bytes_received: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub messages_received: IntCounter,
+    pub messages_delivered: IntCounter,
+    pub messages_dropped: IntCounterVec,
+    pub queued_messages: IntGauge,
+    pub inflight_messages: IntGauge,
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    pub retained_messages: IntGauge,
+    pub persist_write_seconds: Histogram,
+    pub persist_batch_ops: Histogram,
+    pub tls_handshake_failures: IntCounterVec,
+    pub protocol_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new_custom(Some("converge".into()), None)
+            // Names are constants below, so registration cannot collide.
+            .unwrap_or_default();
+        let m = Metrics {
+            connections: IntGauge::new("connections", "Open MQTT connections").unwrap_or_else(|_| unreachable_metric()),
+            connections_total: counter_vec("connections_total", "Accepted connections by listener", &["listener"]),
+            connections_rejected: counter_vec("connections_rejected_total", "Connections refused before or at CONNECT, by reason", &["reason"]),
+            packets_received: counter_vec("packets_received_total", "MQTT packets received by type", &["type"]),
+            packets_sent: counter_vec("packets_sent_total", "MQTT packets sent by type", &["type"]),
+            bytes_received: counter("bytes_received_total", "Bytes received from clients (after TLS)"),
+            bytes_sent: counter("bytes_sent_total", "Bytes sent to clients (before TLS)"),
+            messages_received: counter("messages_received_total", "PUBLISH messages accepted from clients"),
+            messages_delivered: counter("messages_delivered_total", "PUBLISH messages sent to subscribers"),
+            messages_dropped: counter_vec("messages_dropped_total", "Messages not delivered, by reason", &["reason"]),
+            queued_messages: gauge("queued_messages", "Messages waiting in session queues"),
+            inflight_messages: gauge("inflight_messages", "QoS 1/2 messages sent and not yet acknowledged"),
+            sessions: gauge("sessions", "Sessions held (connected and persistent offline)"),
+            subscriptions: gauge("subscriptions", "Subscriptions in the index"),
+            retained_messages: gauge("retained_messages", "Retained messages held"),
+            persist_write_seconds: Histogram::with_opts(
+                HistogramOpts::new("persist_write_seconds", "Latency of one group commit to RocksDB")
+                    .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()),
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            persist_batch_ops: Histogram::with_opts(
+                HistogramOpts::new("persist_batch_ops", "Writes merged into one group commit")
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            tls_handshake_failures: counter_vec("tls_handshake_failures_total", "Failed TLS handshakes by reason", &["reason"]),
+            protocol_errors: counter_vec("protocol_errors_total", "Connections closed for malformed or illegal packets, by reason code", &["reason"]),
+        };
+        for c in [
+            Box::new(m.connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.connections_total.clone()),
+            Box::new(m.connections_rejected.clone()),
+            Box::new(m.packets_received.clone()),
+            Box::new(m.packets_sent.clone()),
+            Box::new(m.bytes_received.clone()),
+            Box::new(m.bytes_sent.clone()),
+            Box::new(m.messages_received.clone()),
+            Box::new(m.messages_delivered.clone()),
+            Box::new(m.messages_dropped.clone()),
+            Box::new(m.queued_messages.clone()),
+            Box::new(m.inflight_messages.clone()),
+            Box::new(m.sessions.clone()),
+            Box::new(m.subscriptions.clone()),
+            Box::new(m.retained_messages.clone()),
+            Box::new(m.persist_write_seconds.clone()),
+            Box::new(m.persist_batch_ops.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.protocol_errors.clone()),
+        ] {
+            // Distinct constant names: registration cannot fail.
+            let _ = m.registry.register(c);
+        }
+        Arc::new(m)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+// The constructors below only fail on invalid metric names or label sets, which are constants.
+fn unreachable_metric<T>() -> T {
+    panic!("invalid constant metric definition")
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric())
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,359 @@
+//! The broker's RocksDB database and its group-commit writer.
+//!
+//! One database under the data dir, one column family per kind of record (see `record.rs`).
+//! All writes go through one writer thread: it takes every job waiting in its queue (up to
+//! `max_batch`), writes them as one `WriteBatch` with one WAL sync, and then completes each
+//! job's `Commit`. So many acknowledgements share one fsync, and the order in which jobs were
+//! submitted is the order in which they reach the database (a delete submitted after a put of
+//! the same key always wins).
+//!
+//! A failed write poisons the store: every later job fails at once, so nothing is acknowledged
+//! that is not on disk. Restart to recover.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::SyncMode;
+use crate::metrics::Metrics;
+
+/// Column families, one per kind of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Sessions,
+    Queue,
+    Retained,
+    Inbound,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 4] = [Cf::Sessions, Cf::Queue, Cf::Retained, Cf::Inbound];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Sessions => "sessions",
+            Cf::Queue => "queue",
+            Cf::Retained => "retained",
+            Cf::Inbound => "inbound_qos2",
+        }
+    }
+}
+
+/// One change to the database.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: Cf, key: Vec<u8> },
+    /// Deletes every key that starts with `prefix` (a client's whole queue, say).
+    DeletePrefix { cf: Cf, prefix: Vec<u8> },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("store is poisoned by an earlier failed write; restart the server")]
+    Poisoned,
+    #[error("store writer has stopped")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+struct Job {
+    ops: Vec<Op>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// Resolves when the job's writes are in the write-ahead log (synced as configured).
+pub struct Commit(CommitInner);
+
+enum CommitInner {
+    Ready(Result<(), StoreError>),
+    Waiting(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl Commit {
+    pub fn ready() -> Commit {
+        Commit(CommitInner::Ready(Ok(())))
+    }
+
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            CommitInner::Ready(r) => r,
+            CommitInner::Waiting(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+        }
+    }
+}
+
+pub struct Store {
+    db: Arc<DB>,
+    // Unbounded on purpose: jobs are submitted from under the broker's std mutex, where we may
+    // not wait. What bounds it is MQTT flow control: each job is an acknowledgement some client
+    // is waiting for (at most Receive Maximum per connection) or a delivery already counted
+    // against a bounded session queue.
+    tx: mpsc::UnboundedSender<Job>,
+    poisoned: Arc<AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Store {
+    pub fn open(
+        path: &Path,
+        sync: SyncMode,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // The broker's records are small and short-lived; a modest memtable keeps RSS low.
+        opts.set_write_buffer_size(16 * 1024 * 1024);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let db = db.clone();
+            let poisoned = poisoned.clone();
+            std::thread::Builder::new()
+                .name("converge-store".into())
+                .spawn(move || writer_loop(db, rx, sync, max_batch.max(1), poisoned, metrics))
+                .map_err(|e| StoreError::Db(format!("cannot start writer thread: {e}")))?
+        };
+        Ok(Store {
+            db,
+            tx,
+            poisoned,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues writes; the returned `Commit` resolves once they are durable.
+    pub fn submit(&self, ops: Vec<Op>) -> Commit {
+        if ops.is_empty() {
+            return Commit::ready();
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Commit(CommitInner::Ready(Err(StoreError::Poisoned)));
+        }
+        let (done, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Job {
+                ops,
+                done: Some(done),
+            })
+            .is_err()
+        {
+            return Commit(CommitInner::Ready(Err(StoreError::Closed)));
+        }
+        Commit(CommitInner::Waiting(rx))
+    }
+
+    /// Queues writes nobody waits for (state that is safe to lose the tail of, such as the
+    /// deletion of an acknowledged delivery: losing it means one redelivery with DUP set).
+    pub fn submit_detached(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        let _ = self.tx.send(Job { ops, done: None });
+    }
+
+    /// Resolves once everything submitted before it is durable (and fsynced, whatever the
+    /// sync mode): used at shutdown.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                ops: Vec::new(),
+                done: Some(done),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))?;
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Every (key, value) of a column family, in key order.
+    pub fn scan(&self, cf: Cf) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+        let handle = self
+            .db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StoreError::Db(format!("missing column family {}", cf.name())))?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(&handle, rocksdb::IteratorMode::Start) {
+            out.push(item?);
+        }
+        Ok(out)
+    }
+
+    /// Waits for every submitted write, then stops the writer and flushes memtables.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let (tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let (tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn writer_loop(
+    db: Arc<DB>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    sync: SyncMode,
+    max_batch: usize,
+    poisoned: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut write_opts = WriteOptions::default();
+    write_opts.set_sync(sync == SyncMode::Fsync);
+    let mut jobs = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = if poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Poisoned)
+        } else {
+            let started = Instant::now();
+            let r = write_jobs(&db, &jobs, &write_opts);
+            metrics
+                .persist_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.persist_batch_ops.observe(jobs.len() as f64);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "persistence write failed; refusing further writes");
+                poisoned.store(true, Ordering::Release);
+            }
+            r
+        };
+        for job in jobs.drain(..) {
+            if let Some(done) = job.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn write_jobs(db: &DB, jobs: &[Job], opts: &WriteOptions) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    for op in jobs.iter().flat_map(|j| j.ops.iter()) {
+        let name = match op {
+            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::DeletePrefix { cf, .. } => cf.name(),
+        };
+        let cf = db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Db(format!("missing column family {name}")))?;
+        match op {
+            Op::Put { key, value, .. } => batch.put_cf(&cf, key, value),
+            Op::Delete { key, .. } => batch.delete_cf(&cf, key),
+            Op::DeletePrefix { prefix, .. } => {
+                // Every key under a client prefix has at most 8 more bytes, so prefix ‖ FF×9 is
+                // past all of them.
+                let mut end = prefix.clone();
+                end.extend_from_slice(&[0xFF; 9]);
+                batch.delete_range_cf(&cf, prefix, &end);
+            }
+        }
+    }
+    db.write_opt(batch, opts)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_visible_after_commit_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics.clone()).unwrap();
+        let mut commits = Vec::new();
+        for i in 0u8..50 {
+            commits.push(store.submit(vec![Op::Put {
+                cf: Cf::Queue,
+                key: vec![0, 1, b'a', i],
+                value: vec![i],
+            }]));
+        }
+        for c in commits {
+            c.wait().await.unwrap();
+        }
+        store
+            .submit(vec![
+                Op::Delete {
+                    cf: Cf::Queue,
+                    key: vec![0, 1, b'a', 3],
+                },
+                Op::DeletePrefix {
+                    cf: Cf::Queue,
+                    prefix: vec![0, 1, b'b'],
+                },
+            ])
+            .wait()
+            .await
+            .unwrap();
+        store.close().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics).unwrap();
+        let rows = store.scan(Cf::Queue).unwrap();
+        assert_eq!(rows.len(), 49);
+        assert!(rows.iter().all(|(k, _)| k[3] != 3));
+    }
+
+    #[tokio::test]
+    async fn prefix_delete_spares_other_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, Metrics::new()).unwrap();
+        let a = crate::persist::record::queue_key("a", 1);
+        let ab = crate::persist::record::queue_key("ab", 1);
+        store
+            .submit(vec![
+                Op::Put { cf: Cf::Queue, key: a.clone(), value: vec![] },
+                Op::Put { cf: Cf::Queue, key: ab.clone(), value: vec![] },
+            ])
+            .wait()
+            .await
+            .unwrap();
+        store
+            .submit(vec![Op::DeletePrefix {
+                cf: Cf::Queue,
+                prefix: crate::persist::record::client_prefix("a"),
+            }])
+            .wait()
+            .await
+            .unwrap();
+        let rows = store.scan(Cf::Queue).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&*rows[0].0, &ab[..]);
+    }
+}

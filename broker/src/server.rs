@@ -1,0 +1,358 @@
+//! The server: opens the database, restores state, binds the listeners and runs the accept
+//! loops, the `$SYS/` publisher and the metrics endpoint until shutdown.
+//!
+//! Accept loops own the connection limit (a semaphore: a socket over the limit is closed at
+//! once), the TLS handshake and the connect timeout; everything after the handshake is
+//! `connection::serve`. Shutdown stops accepting, tells every client (DISCONNECT 0x8B), waits
+//! for their tasks, and makes sure every write is durable before returning.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::connection::{self, ListenerContext};
+use crate::metrics::{self, Metrics};
+use crate::mqtt::packet::{Properties, Publish, QoS, ReasonCode};
+use crate::persist::{Store, StoreError};
+use crate::pki::DevPki;
+use crate::router::{Broker, RestoreSummary};
+use crate::transport::tls::{self, TlsSetupError};
+use crate::transport::{ListenerKind, PeerIdentity};
+
+/// How long shutdown waits for connections to finish before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("development PKI: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started server. Drop does not stop it: call `shutdown`.
+pub struct Running {
+    pub tls_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// The development PKI, when the TLS listener uses it.
+    pub dev_pki: Option<(DevPki, bool)>,
+    pub restored: RestoreSummary,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    connections: Arc<Semaphore>,
+    max_connections: u32,
+}
+
+/// Opens the data dir and binds every enabled listener; the server runs on the current tokio
+/// runtime until `Running::shutdown`.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let metrics = Metrics::new();
+
+    let tls_cfg = &config.listeners.tls;
+    let mut dev_pki = None;
+    let acceptor = if tls_cfg.enabled {
+        let (ca, cert, key) = match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
+            (Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone()),
+            (ca, cert, key) => {
+                let (pki, created) = DevPki::ensure(&config.pki_dir())?;
+                let paths = (
+                    ca.clone().unwrap_or_else(|| pki.ca_cert.clone()),
+                    cert.clone().unwrap_or_else(|| pki.server_cert.clone()),
+                    key.clone().unwrap_or_else(|| pki.server_key.clone()),
+                );
+                dev_pki = Some((pki, created));
+                paths
+            }
+        };
+        Some(TlsAcceptor::from(tls::server_config(&ca, &cert, &key)?))
+    } else {
+        None
+    };
+
+    let store = Store::open(
+        &config.db_dir(),
+        config.persistence.sync,
+        config.persistence.max_batch,
+        metrics.clone(),
+    )?;
+    let broker = Arc::new(Broker::new(config.clone(), store, metrics.clone()));
+    let restored = broker.restore()?;
+    broker.arm_restored_expiry();
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
+    let mut tasks = JoinSet::new();
+    let mut running_addrs = (None, None, None);
+
+    if let Some(acceptor) = acceptor {
+        let listener = bind("TLS listener", tls_cfg.bind).await?;
+        running_addrs.0 = listener.local_addr().ok();
+        let ctx = Arc::new(ListenerContext {
+            kind: ListenerKind::Tls,
+            allow_anonymous: false,
+            require_client_id_match: tls_cfg.require_client_id_match,
+            deny_subscribe: tls_cfg.deny_subscribe.clone(),
+        });
+        tasks.spawn(accept_loop(
+            listener,
+            Some(acceptor),
+            ctx,
+            broker.clone(),
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    let tcp_cfg = &config.listeners.tcp;
+    if tcp_cfg.enabled {
+        let listener = bind("plain TCP listener", tcp_cfg.bind).await?;
+        running_addrs.1 = listener.local_addr().ok();
+        let ctx = Arc::new(ListenerContext {
+            kind: ListenerKind::Tcp,
+            allow_anonymous: tcp_cfg.allow_anonymous,
+            require_client_id_match: false,
+            deny_subscribe: tcp_cfg.deny_subscribe.clone(),
+        });
+        tasks.spawn(accept_loop(
+            listener,
+            None,
+            ctx,
+            broker.clone(),
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    if config.metrics.enabled {
+        let listener = bind("metrics endpoint", config.metrics.bind).await?;
+        running_addrs.2 = listener.local_addr().ok();
+        let mut rx = shutdown_rx.clone();
+        let m = metrics.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = metrics::serve(m, listener, stop).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    if config.mqtt.sys_interval_secs > 0 {
+        tasks.spawn(sys_loop(
+            broker.clone(),
+            Duration::from_secs(config.mqtt.sys_interval_secs),
+            shutdown_rx.clone(),
+        ));
+    }
+
+    Ok(Running {
+        tls_addr: running_addrs.0,
+        tcp_addr: running_addrs.1,
+        metrics_addr: running_addrs.2,
+        dev_pki,
+        restored,
+        broker,
+        shutdown,
+        tasks,
+        connections,
+        max_connections,
+    })
+}
+
+impl Running {
+    /// Stops accepting, disconnects every client with 0x8B, waits for them, and makes every
+    /// write durable.
+    pub async fn shutdown(mut self) -> Result<(), StoreError> {
+        let _ = self.shutdown.send(true);
+        self.broker.kick_all(ReasonCode::SERVER_SHUTTING_DOWN);
+        // Every connection holds a permit: having them all back means every task has ended.
+        let drained =
+            tokio::time::timeout(SHUTDOWN_GRACE, self.connections.acquire_many(self.max_connections))
+                .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        while self.tasks.join_next().await.is_some() {}
+        self.broker.store.barrier().await
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<ListenerContext>,
+    broker: Arc<Broker>,
+    connections: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = listener.accept() => r,
+        };
+        let (socket, remote) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            broker
+                .metrics
+                .connections_rejected
+                .with_label_values(&["max_connections"])
+                .inc();
+            tracing::warn!(%remote, "connection limit reached; closing new socket");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        broker
+            .metrics
+            .connections_total
+            .with_label_values(&[ctx.kind.name()])
+            .inc();
+        let span = tracing::info_span!(
+            "conn",
+            %remote,
+            listener = ctx.kind.name(),
+            client_id = tracing::field::Empty
+        );
+        let deadline =
+            Instant::now() + Duration::from_secs(broker.config.limits.connect_timeout_secs);
+        let (tls, ctx, broker, shutdown) =
+            (tls.clone(), ctx.clone(), broker.clone(), shutdown.clone());
+        tokio::spawn(
+            async move {
+                match tls {
+                    None => {
+                        connection::serve(
+                            socket,
+                            PeerIdentity::default(),
+                            remote,
+                            ctx,
+                            broker,
+                            deadline,
+                            shutdown,
+                        )
+                        .await
+                    }
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout_at(deadline, acceptor.accept(socket)).await;
+                        let stream = match handshake {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                let reason = tls::handshake_failure_reason(&e);
+                                broker
+                                    .metrics
+                                    .tls_handshake_failures
+                                    .with_label_values(&[reason])
+                                    .inc();
+                                tracing::info!(reason, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                broker
+                                    .metrics
+                                    .tls_handshake_failures
+                                    .with_label_values(&["timeout"])
+                                    .inc();
+                                tracing::info!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let identity = tls::identity_from_chain(stream.get_ref().1.peer_certificates());
+                        connection::serve(stream, identity, remote, ctx, broker, deadline, shutdown)
+                            .await
+                    }
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Publishes broker statistics under `$SYS/broker/` as retained QoS 0 messages.
+async fn sys_loop(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let stats = broker.stats();
+        let m = &broker.metrics;
+        let values: [(&str, String); 10] = [
+            ("version", format!("converge {}", env!("CARGO_PKG_VERSION"))),
+            ("uptime", broker.started.elapsed().as_secs().to_string()),
+            ("clients/connected", stats.connected.to_string()),
+            ("clients/total", stats.sessions.to_string()),
+            ("subscriptions/count", stats.subscriptions.to_string()),
+            ("retained messages/count", stats.retained.to_string()),
+            ("messages/received", m.messages_received.get().to_string()),
+            ("messages/sent", m.messages_delivered.get().to_string()),
+            ("bytes/received", m.bytes_received.get().to_string()),
+            ("bytes/sent", m.bytes_sent.get().to_string()),
+        ];
+        for (name, value) in values {
+            let routed = broker.publish(
+                Publish {
+                    dup: false,
+                    qos: QoS::AtMostOnce,
+                    retain: true,
+                    topic: format!("$SYS/broker/{name}"),
+                    packet_id: None,
+                    properties: Properties::default(),
+                    payload: Bytes::from(value),
+                },
+                None,
+            );
+            broker.store.submit_detached(routed.ops);
+        }
+    }
+}

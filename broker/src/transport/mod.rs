@@ -1,0 +1,22 @@
+//! Transports move bytes and the peer's identity into the shared connection loop
+//! (`crate::connection`). They hold no MQTT logic.
+
+pub mod tls;
+
+pub use tls::PeerIdentity;
+
+/// Which listener a connection came through (logs, metrics, per-listener rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Tls,
+    Tcp,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Tls => "tls",
+            ListenerKind::Tcp => "tcp",
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The mutual-TLS transport: builds the rustls server configuration and turns a finished
+//! handshake into a `PeerIdentity`. No MQTT here: the connection loop gets a byte stream and
+//! the identity, whichever transport carried them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+/// What a transport learned about its peer before the first MQTT byte.
+#[derive(Debug, Clone, Default)]
+pub struct PeerIdentity {
+    /// Common Name of the verified client certificate, if the peer presented one.
+    pub common_name: Option<String>,
+    /// The verified chain, end-entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: String },
+    #[error("{path}: no usable PEM private key: {reason}")]
+    BadKey { path: String, reason: String },
+    #[error("{path}: bad CA certificate: {reason}")]
+    BadCa { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsSetupError::BadKey {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// A server configuration that demands a client certificate chaining to one of `ca_file`'s CAs
+/// and carrying the clientAuth extended key usage (webpki checks it for client verification).
+/// TLS 1.2 and 1.3 only, no 0-RTT, no session tickets carrying early data.
+pub fn server_config(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(ca_file)? {
+        roots.add(ca).map_err(|e| TlsSetupError::BadCa {
+            path: ca_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert_file)?, load_key(key_file)?)?;
+    // 0-RTT data is replayable: never accept it on a control network.
+    config.max_early_data_size = 0;
+    Ok(Arc::new(config))
+}
+
+/// Identity of a peer from its verified chain.
+pub fn identity_from_chain(chain: Option<&[CertificateDer<'static>]>) -> PeerIdentity {
+    let Some(chain) = chain else {
+        return PeerIdentity::default();
+    };
+    let common_name = chain.first().and_then(|leaf| common_name(leaf.as_ref()));
+    PeerIdentity {
+        common_name,
+        chain: chain.to_vec(),
+    }
+}
+
+/// The first Common Name of a DER certificate's subject, if it has one that is valid UTF-8.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// A short, stable label for a failed handshake (metrics and logs).
+pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
+    let Some(inner) = err.get_ref() else {
+        return match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => "eof",
+            std::io::ErrorKind::TimedOut => "timeout",
+            _ => "io",
+        };
+    };
+    let Some(tls) = inner.downcast_ref::<rustls::Error>() else {
+        return "io";
+    };
+    use rustls::{CertificateError as C, Error as E};
+    match tls {
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "cert_expired",
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "cert_not_yet_valid"
+        }
+        E::InvalidCertificate(C::UnknownIssuer) => "cert_unknown_issuer",
+        E::InvalidCertificate(C::Revoked) => "cert_revoked",
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
+            "cert_wrong_purpose"
+        }
+        E::InvalidCertificate(C::BadSignature | C::UnsupportedSignatureAlgorithm { .. }) => {
+            "cert_bad_signature"
+        }
+        E::InvalidCertificate(_) => "cert_invalid",
+        E::NoCertificatesPresented => "no_client_certificate",
+        E::PeerIncompatible(_) => "incompatible",
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "protocol"
+        }
+        E::InvalidMessage(_) => "malformed",
+        E::AlertReceived(_) => "alert_received",
+        _ => "other",
+    }
+}

@@ -1,0 +1,338 @@
+//! Shared test support: a throw-away PKI made with rcgen, an in-process server on 127.0.0.1
+//! with port 0, and rumqttc clients whose event loops run in tasks and report through channels.
+//! Every wait is bounded (`WAIT`); nothing sleeps to synchronise.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use converge_broker::config::{Config, SyncMode};
+use converge_broker::server::{self, Running};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rumqttc::v5;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub struct TestCa {
+    pub issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { issuer: Issuer::new(params, key), cert_pem: cert.pem() }
+    }
+
+    /// A leaf certificate: (cert PEM, key PEM).
+    pub fn leaf(&self, cn: &str, usage: ExtendedKeyUsagePurpose, days: (i64, i64)) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A valid client certificate for `cn`.
+    pub fn device(&self, cn: &str) -> (String, String) {
+        self.leaf(cn, ExtendedKeyUsagePurpose::ClientAuth, (-1, 30))
+    }
+}
+
+/// A PKI in a temp dir plus a data dir: everything one server needs.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("Test CA");
+        let (cert, key) = ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth, (-1, 30));
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), key).unwrap();
+        Env { dir, ca }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Loopback-only configuration with ephemeral ports and fast, crash-safe persistence.
+    pub fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.data_dir = self.path("data");
+        c.listeners.tls.bind = "127.0.0.1:0".parse().unwrap();
+        c.listeners.tls.ca_file = Some(self.path("ca.pem"));
+        c.listeners.tls.cert_file = Some(self.path("server.pem"));
+        c.listeners.tls.key_file = Some(self.path("server.key"));
+        c.metrics.bind = "127.0.0.1:0".parse().unwrap();
+        c.mqtt.sys_interval_secs = 0;
+        c.persistence.sync = SyncMode::Os;
+        c
+    }
+
+    pub async fn start(&self) -> Running {
+        self.start_with(|_| {}).await
+    }
+
+    pub async fn start_with(&self, tweak: impl FnOnce(&mut Config)) -> Running {
+        let mut c = self.config();
+        tweak(&mut c);
+        server::start(c).await.expect("server starts")
+    }
+
+    /// A rustls client configuration presenting `identity` and trusting `ca_pem`.
+    pub fn client_tls(ca_pem: &str, identity: &(String, String)) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(identity.0.as_bytes()).map(|c| c.unwrap()).collect();
+        let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap(),
+        )
+    }
+
+    /// MQTT 5 options for a device whose certificate has CN = `id`.
+    pub fn v5(&self, id: &str, addr: SocketAddr) -> v5::MqttOptions {
+        self.v5_as(id, &self.ca.device(id), addr)
+    }
+
+    pub fn v5_as(&self, id: &str, identity: &(String, String), addr: SocketAddr) -> v5::MqttOptions {
+        let mut o = v5::MqttOptions::new(id, "127.0.0.1", addr.port());
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            Env::client_tls(&self.ca.cert_pem, identity),
+        )));
+        o.set_keep_alive(Duration::from_secs(30));
+        o
+    }
+
+    pub fn v4(&self, id: &str, addr: SocketAddr) -> rumqttc::MqttOptions {
+        let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", addr.port());
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            Env::client_tls(&self.ca.cert_pem, &self.ca.device(id)),
+        )));
+        o.set_keep_alive(Duration::from_secs(30));
+        o
+    }
+}
+
+pub fn data_dir(c: &Config) -> &Path {
+    &c.data_dir
+}
+
+/// An MQTT 5 client whose event loop runs in a task; incoming packets arrive on `events`.
+pub struct Client5 {
+    pub client: v5::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<v5::mqttbytes::v5::Packet, String>>,
+    pub connack: v5::mqttbytes::v5::ConnAck,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client5 {
+    /// Connects and waits for CONNACK; Err carries the event loop's error text.
+    pub async fn connect(options: v5::MqttOptions) -> Result<Client5, String> {
+        let (client, mut el) = v5::AsyncClient::new(options, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(v5::Event::Incoming(p)) => {
+                        if tx.send(Ok(p)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let first = tokio::time::timeout(WAIT, rx.recv()).await.map_err(|_| "no CONNACK in time".to_string())?;
+        match first {
+            Some(Ok(v5::mqttbytes::v5::Packet::ConnAck(connack))) => Ok(Client5 { client, events: rx, connack, task }),
+            Some(Ok(other)) => Err(format!("expected CONNACK, got {other:?}")),
+            Some(Err(e)) => Err(e),
+            None => Err("event loop ended".into()),
+        }
+    }
+
+    /// Waits for the first incoming packet `pick` accepts; other packets are skipped.
+    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&v5::mqttbytes::v5::Packet) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => panic!("timed out waiting for {what}"),
+                Ok(None) => panic!("event loop ended while waiting for {what}"),
+                Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
+                Ok(Some(Ok(p))) => {
+                    if let Some(t) = pick(&p) {
+                        return t;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn publish_packet(&mut self) -> v5::mqttbytes::v5::Publish {
+        self.expect("PUBLISH", |p| match p {
+            v5::mqttbytes::v5::Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn suback(&mut self) -> v5::mqttbytes::v5::SubAck {
+        self.expect("SUBACK", |p| match p {
+            v5::mqttbytes::v5::Packet::SubAck(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn subscribe(&mut self, filter: &str, qos: v5::mqttbytes::QoS) {
+        self.client.subscribe(filter, qos).await.unwrap();
+        let ack = self.suback().await;
+        assert!(ack.return_codes.iter().all(|c| matches!(c, v5::mqttbytes::v5::SubscribeReasonCode::Success(_))), "{ack:?}");
+    }
+
+    /// Waits until the connection ends; returns the error text (and any DISCONNECT seen first).
+    pub async fn closed(&mut self) -> (Option<v5::mqttbytes::v5::Disconnect>, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut disconnect = None;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => panic!("connection did not close in time"),
+                Ok(None) => return (disconnect, "event loop ended".into()),
+                Ok(Some(Err(e))) => return (disconnect, e),
+                Ok(Some(Ok(v5::mqttbytes::v5::Packet::Disconnect(d)))) => disconnect = Some(d),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// An MQTT 3.1.1 client, same shape as `Client5`.
+pub struct Client4 {
+    pub client: rumqttc::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<rumqttc::Packet, String>>,
+    pub connack: rumqttc::ConnAck,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client4 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client4 {
+    pub async fn connect(options: rumqttc::MqttOptions) -> Result<Client4, String> {
+        let (client, mut el) = rumqttc::AsyncClient::new(options, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(p)) => {
+                        if tx.send(Ok(p)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let first = tokio::time::timeout(WAIT, rx.recv()).await.map_err(|_| "no CONNACK in time".to_string())?;
+        match first {
+            Some(Ok(rumqttc::Packet::ConnAck(connack))) => Ok(Client4 { client, events: rx, connack, task }),
+            Some(Ok(other)) => Err(format!("expected CONNACK, got {other:?}")),
+            Some(Err(e)) => Err(e),
+            None => Err("event loop ended".into()),
+        }
+    }
+
+    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&rumqttc::Packet) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => panic!("timed out waiting for {what}"),
+                Ok(None) => panic!("event loop ended while waiting for {what}"),
+                Ok(Some(Err(e))) => panic!("connection error while waiting for {what}: {e}"),
+                Ok(Some(Ok(p))) => {
+                    if let Some(t) = pick(&p) {
+                        return t;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn publish_packet(&mut self) -> rumqttc::Publish {
+        self.expect("PUBLISH", |p| match p {
+            rumqttc::Packet::Publish(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) {
+        self.client.subscribe(filter, qos).await.unwrap();
+        let ack = self
+            .expect("SUBACK", |p| match p {
+                rumqttc::Packet::SubAck(s) => Some(s.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(ack.return_codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))), "{ack:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Converge historian: compressed storage of tag time series.
+//!
+//! `encoding` turns a tag's points into self-contained blocks and back, plus
+//! the recent-data record and the optional lossy filters. It knows nothing of
+//! RocksDB; key layout, column families and batching belong to `storage`, and
+//! query planning to `query`.
+
+pub mod encoding;

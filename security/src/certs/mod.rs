@@ -1,0 +1,12 @@
+//! Client certificates: reading the attributes that device profiles map to
+//! an identity, and resolving the [`Subject`](crate::policy::Subject).
+//!
+//! Chain verification, CRLs and certificate administration are not here
+//! (see docs/SECURITY.md, "Status").
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod identity;
+pub(crate) mod pattern;
+
+pub use identity::{resolve, CertAttributes, CertError, IdentityError, IdentityProblem};
