@@ -276,7 +276,8 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        if l.max_packet_size < 64 || l.max_packet_size as usize > crate::mqtt::codec::MAX_REMAINING_LENGTH
+        if l.max_packet_size < 64
+            || l.max_packet_size as usize > crate::mqtt::codec::MAX_REMAINING_LENGTH
         {
             return Err(invalid(
                 "limits.max_packet_size",
@@ -402,6 +403,9 @@ mod tests {
     #[test]
     fn deny_subscribe_filters_are_checked() {
         let e = Config::parse("[listeners.tcp]\ndeny_subscribe = [\"a/#/b\"]\n").unwrap_err();
-        assert!(e.to_string().contains("listeners.tcp.deny_subscribe"), "{e}");
+        assert!(
+            e.to_string().contains("listeners.tcp.deny_subscribe"),
+            "{e}"
+        );
     }
 }

@@ -100,12 +100,22 @@ pub async fn serve<S>(
             Ok(None) => {}
             Err(DecodeError::UnsupportedProtocolVersion(level)) => {
                 tracing::info!(level, "refused: unsupported protocol version");
-                reject_connect(&mut writer, &broker, ProtocolVersion::V311, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION).await;
+                reject_connect(
+                    &mut writer,
+                    &broker,
+                    ProtocolVersion::V311,
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                )
+                .await;
                 return;
             }
             Err(e) => {
                 tracing::info!(error = %e, "malformed CONNECT; closing");
-                broker.metrics.protocol_errors.with_label_values(&[&format!("0x{:02X}", e.reason_code().0)]).inc();
+                broker
+                    .metrics
+                    .protocol_errors
+                    .with_label_values(&[&format!("0x{:02X}", e.reason_code().0)])
+                    .inc();
                 return;
             }
         }
@@ -124,13 +134,21 @@ pub async fn serve<S>(
             Ok(n) => broker.metrics.bytes_received.inc_by(n as u64),
         }
     };
-    broker.metrics.packets_received.with_label_values(&["connect"]).inc();
+    broker
+        .metrics
+        .packets_received
+        .with_label_values(&["connect"])
+        .inc();
     let version = connect.protocol;
 
     let accepted = match accept_connect(&connect, &peer, &listener, &broker) {
         Ok(a) => a,
         Err(reason) => {
-            broker.metrics.connections_rejected.with_label_values(&[&format!("0x{:02X}", reason.0)]).inc();
+            broker
+                .metrics
+                .connections_rejected
+                .with_label_values(&[&format!("0x{:02X}", reason.0)])
+                .inc();
             tracing::info!(client_id = %connect.client_id, reason = format!("0x{:02X}", reason.0), "CONNECT refused");
             reject_connect(&mut writer, &broker, version, reason).await;
             return;
@@ -146,13 +164,20 @@ pub async fn serve<S>(
     );
     if let Err(e) = broker.store.submit(attached.ops).wait().await {
         tracing::error!(error = %e, "cannot persist session; refusing connection");
-        reject_connect(&mut writer, &broker, version, ReasonCode::SERVER_UNAVAILABLE).await;
+        reject_connect(
+            &mut writer,
+            &broker,
+            version,
+            ReasonCode::SERVER_UNAVAILABLE,
+        )
+        .await;
         broker.disconnected(&attached.session, attached.connection_id, None);
         return;
     }
     broker.metrics.connections.inc();
     tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
 
+    let connack = accepted.connack(attached.session_present);
     let mut conn = Conn {
         broker: broker.clone(),
         listener,
@@ -172,7 +197,7 @@ pub async fn serve<S>(
         will: accepted.will,
         waker: attached.waker.clone(),
     };
-    conn.send(&Packet::ConnAck(accepted.connack(attached.session_present)));
+    conn.send(&Packet::ConnAck(connack));
     conn.resend_inflight();
     conn.pump();
 
@@ -204,10 +229,15 @@ pub async fn serve<S>(
         };
         match event {
             Event::Kicked(reason) => {
-                break Close::Reason(reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER), "closed by the server");
+                break Close::Reason(
+                    reason.unwrap_or(ReasonCode::SESSION_TAKEN_OVER),
+                    "closed by the server",
+                );
             }
             Event::Committed(result) => {
-                let Some(done) = conn.pending.pop_front() else { continue };
+                let Some(done) = conn.pending.pop_front() else {
+                    continue;
+                };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "persistence failed; closing without acknowledging");
                     break Close::Reason(ReasonCode::UNSPECIFIED_ERROR, "persistence failed");
@@ -226,14 +256,22 @@ pub async fn serve<S>(
                     match codec::decode(&mut rbuf, Some(version), &limits) {
                         Ok(Some(packet)) => {
                             last_packet = Instant::now();
-                            broker.metrics.packets_received.with_label_values(&[packet.name()]).inc();
+                            broker
+                                .metrics
+                                .packets_received
+                                .with_label_values(&[packet.name()])
+                                .inc();
                             if let Err(close) = conn.handle(packet) {
                                 break 'conn close;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            broker.metrics.protocol_errors.with_label_values(&[&format!("0x{:02X}", e.reason_code().0)]).inc();
+                            broker
+                                .metrics
+                                .protocol_errors
+                                .with_label_values(&[&format!("0x{:02X}", e.reason_code().0)])
+                                .inc();
                             tracing::info!(error = %e, "malformed packet; closing");
                             break 'conn Close::Reason(e.reason_code(), "malformed packet");
                         }
@@ -250,11 +288,19 @@ pub async fn serve<S>(
 
     let publish_will = match &close {
         Close::Reason(reason, why) => {
-            tracing::info!(reason = format!("0x{:02X}", reason.0), why, "disconnecting client");
+            tracing::info!(
+                reason = format!("0x{:02X}", reason.0),
+                why,
+                "disconnecting client"
+            );
             if version == ProtocolVersion::V5 {
                 conn.out.clear();
-                conn.send(&Packet::Disconnect(Disconnect { reason: *reason, properties: Properties::default() }));
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&conn.out)).await;
+                conn.send(&Packet::Disconnect(Disconnect {
+                    reason: *reason,
+                    properties: Properties::default(),
+                }));
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), writer.write_all(&conn.out)).await;
             }
             // A server-initiated close is not a clean client disconnect: the will goes out.
             true
@@ -313,9 +359,17 @@ async fn reject_connect<W: AsyncWrite + Unpin>(
     reason: ReasonCode,
 ) {
     let mut out = BytesMut::new();
-    let connack = Packet::ConnAck(ConnAck { session_present: false, reason, properties: Properties::default() });
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties: Properties::default(),
+    });
     if codec::encode(&connack, version, &mut out).is_ok() {
-        broker.metrics.packets_sent.with_label_values(&["connack"]).inc();
+        broker
+            .metrics
+            .packets_sent
+            .with_label_values(&["connack"])
+            .inc();
         let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&out)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
@@ -358,7 +412,11 @@ impl Accepted {
             }
             properties.server_keep_alive = self.server_keep_alive;
         }
-        ConnAck { session_present, reason: ReasonCode::SUCCESS, properties }
+        ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        }
     }
 }
 
@@ -463,7 +521,11 @@ fn accept_connect(
             .unwrap_or(u16::MAX)
             .min(cfg.limits.max_inflight),
         client_max_packet: c.properties.maximum_packet_size,
-        client_alias_max: if v5 { c.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
+        client_alias_max: if v5 {
+            c.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
         will,
         config_receive_max: cfg.limits.receive_maximum,
         config_alias_max: cfg.limits.topic_alias_maximum,
@@ -502,21 +564,34 @@ impl Conn {
 
     fn send(&mut self, packet: &Packet) {
         match codec::encode(packet, self.version, &mut self.out) {
-            Ok(_) => self.broker.metrics.packets_sent.with_label_values(&[packet.name()]).inc(),
+            Ok(_) => self
+                .broker
+                .metrics
+                .packets_sent
+                .with_label_values(&[packet.name()])
+                .inc(),
             Err(e) => tracing::warn!(error = %e, packet = packet.name(), "cannot encode packet"),
         }
     }
 
     fn send_frame(&mut self, frame: &Bytes) {
         self.out.extend_from_slice(frame);
-        self.broker.metrics.packets_sent.with_label_values(&["publish"]).inc();
+        self.broker
+            .metrics
+            .packets_sent
+            .with_label_values(&["publish"])
+            .inc();
     }
 
     fn ack(&self, kind: PubRespKind, packet_id: PacketId, reason: ReasonCode) -> Packet {
         Packet::PubResp(PubResp {
             kind,
             packet_id,
-            reason: if self.v5() { reason } else { ReasonCode::SUCCESS },
+            reason: if self.v5() {
+                reason
+            } else {
+                ReasonCode::SUCCESS
+            },
             properties: Properties::default(),
         })
     }
@@ -539,9 +614,15 @@ impl Conn {
             }
             Packet::Disconnect(d) => self.on_disconnect(d),
             Packet::Connect(_) => Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "second CONNECT")),
-            Packet::Auth(_) => Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method")),
+            Packet::Auth(_) => Err(Close::Reason(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without an authentication method",
+            )),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "server-to-client packet from a client"))
+                Err(Close::Reason(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "server-to-client packet from a client",
+                ))
             }
         }
     }
@@ -550,12 +631,20 @@ impl Conn {
         let cfg = &self.broker.config;
         if let Some(alias) = p.properties.topic_alias {
             if alias == 0 || alias > cfg.limits.topic_alias_maximum {
-                return Err(Close::Reason(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+                return Err(Close::Reason(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                ));
             }
             if p.topic.is_empty() {
                 match self.in_aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "unknown topic alias")),
+                    None => {
+                        return Err(Close::Reason(
+                            ReasonCode::PROTOCOL_ERROR,
+                            "unknown topic alias",
+                        ))
+                    }
                 }
             } else {
                 self.in_aliases.insert(alias, p.topic.clone());
@@ -565,17 +654,27 @@ impl Conn {
             || p.topic.len() > cfg.limits.max_topic_length
             || topic::level_count(&p.topic) > cfg.limits.max_topic_levels
         {
-            return Err(Close::Reason(ReasonCode::TOPIC_NAME_INVALID, "topic name invalid or too long"));
+            return Err(Close::Reason(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic name invalid or too long",
+            ));
         }
         if p.retain && !cfg.mqtt.retain_available {
-            return Err(Close::Reason(ReasonCode::RETAIN_NOT_SUPPORTED, "retain not available"));
+            return Err(Close::Reason(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retain not available",
+            ));
         }
         // `$`-topics belong to the server (`$SYS/`): clients may not publish to them.
         let refused = p.topic.starts_with('$');
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
                 if refused {
-                    self.broker.metrics.messages_dropped.with_label_values(&["not_authorized"]).inc();
+                    self.broker
+                        .metrics
+                        .messages_dropped
+                        .with_label_values(&["not_authorized"])
+                        .inc();
                     return Ok(());
                 }
                 let routed = self.broker.publish(p, Some(self.client_id.clone()));
@@ -583,17 +682,27 @@ impl Conn {
             }
             (QoS::AtLeastOnce, Some(pid)) => {
                 if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
-                    return Err(Close::Reason(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                    return Err(Close::Reason(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded",
+                    ));
                 }
                 let (commit, reason) = if refused {
                     (commit_ready(), ReasonCode::NOT_AUTHORIZED)
                 } else {
                     let routed = self.broker.publish(p, Some(self.client_id.clone()));
-                    (boxed(self.broker.store.submit(routed.ops)), matched_reason(routed.matched))
+                    (
+                        boxed(self.broker.store.submit(routed.ops)),
+                        matched_reason(routed.matched),
+                    )
                 };
                 self.qos1_pending += 1;
                 let packet = self.ack(PubRespKind::PubAck, pid, reason);
-                self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+                self.pending.push_back(PendingAck {
+                    packet,
+                    commit,
+                    then: Vec::new(),
+                });
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let (duplicate, persistent) = {
@@ -603,28 +712,52 @@ impl Conn {
                 if duplicate {
                     // Already routed (method B of MQTT-4.3.3): only answer again.
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::SUCCESS);
-                    self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+                    self.pending.push_back(PendingAck {
+                        packet,
+                        commit: commit_ready(),
+                        then: Vec::new(),
+                    });
                     return Ok(());
                 }
                 if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
-                    return Err(Close::Reason(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded"));
+                    return Err(Close::Reason(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded",
+                    ));
                 }
                 if refused {
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::NOT_AUTHORIZED);
-                    self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+                    self.pending.push_back(PendingAck {
+                        packet,
+                        commit: commit_ready(),
+                        then: Vec::new(),
+                    });
                     return Ok(());
                 }
                 session::lock(&self.session).inbound_qos2.insert(pid);
                 let mut routed = self.broker.publish(p, Some(self.client_id.clone()));
                 if persistent {
-                    routed.ops.push(Op::Put { cf: Cf::Inbound, key: record::inbound_key(&self.client_id, pid), value: Vec::new() });
+                    routed.ops.push(Op::Put {
+                        cf: Cf::Inbound,
+                        key: record::inbound_key(&self.client_id, pid),
+                        value: Vec::new(),
+                    });
                 }
                 let packet = self.ack(PubRespKind::PubRec, pid, matched_reason(routed.matched));
                 let commit = boxed(self.broker.store.submit(routed.ops));
-                self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+                self.pending.push_back(PendingAck {
+                    packet,
+                    commit,
+                    then: Vec::new(),
+                });
             }
             // The decoder guarantees a packet id for QoS 1/2.
-            (_, None) => return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "missing packet id")),
+            (_, None) => {
+                return Err(Close::Reason(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "missing packet id",
+                ))
+            }
         }
         Ok(())
     }
@@ -642,15 +775,30 @@ impl Conn {
                     (s.inbound_qos2.remove(&r.packet_id), s.persistent())
                 };
                 if existed && persistent {
-                    self.broker.store.submit_detached(vec![Op::Delete { cf: Cf::Inbound, key: record::inbound_key(&self.client_id, r.packet_id) }]);
+                    self.broker.store.submit_detached(vec![Op::Delete {
+                        cf: Cf::Inbound,
+                        key: record::inbound_key(&self.client_id, r.packet_id),
+                    }]);
                 }
-                let reason = if existed { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                let reason = if existed {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
                 let packet = self.ack(PubRespKind::PubComp, r.packet_id, reason);
                 // Behind any PUBREC still waiting for its commit, to keep the flow in order.
-                self.pending.push_back(PendingAck { packet, commit: commit_ready(), then: Vec::new() });
+                self.pending.push_back(PendingAck {
+                    packet,
+                    commit: commit_ready(),
+                    then: Vec::new(),
+                });
             }
             PubRespKind::PubAck | PubRespKind::PubComp => {
-                let want_qos = if r.kind == PubRespKind::PubAck { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+                let want_qos = if r.kind == PubRespKind::PubAck {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::ExactlyOnce
+                };
                 let removed = {
                     let mut s = session::lock(&self.session);
                     if s.owner != Some(self.connection_id) {
@@ -659,14 +807,18 @@ impl Conn {
                     let pos = s.inflight.iter().position(|d| {
                         d.packet_id() == Some(r.packet_id)
                             && d.qos == want_qos
-                            && (want_qos == QoS::AtLeastOnce || matches!(d.state, DeliveryState::Released(_)))
+                            && (want_qos == QoS::AtLeastOnce
+                                || matches!(d.state, DeliveryState::Released(_)))
                     });
                     pos.and_then(|i| s.inflight.remove(i))
                 };
                 if let Some(d) = removed {
                     self.broker.metrics.inflight_messages.dec();
                     if let Some(seq) = d.seq {
-                        self.broker.store.submit_detached(vec![Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) }]);
+                        self.broker.store.submit_detached(vec![Op::Delete {
+                            cf: Cf::Queue,
+                            key: record::queue_key(&self.client_id, seq),
+                        }]);
                     }
                     self.pump();
                 }
@@ -679,13 +831,18 @@ impl Conn {
                     if s.owner != Some(self.connection_id) {
                         return;
                     }
-                    let pos = s.inflight.iter().position(|d| d.packet_id() == Some(r.packet_id) && d.qos == QoS::ExactlyOnce);
+                    let pos = s.inflight.iter().position(|d| {
+                        d.packet_id() == Some(r.packet_id) && d.qos == QoS::ExactlyOnce
+                    });
                     match pos {
                         Some(i) if r.reason.is_error() => {
                             // The receiver refused the message: the flow ends here (MQTT-4.3.3).
                             if let Some(d) = s.inflight.remove(i) {
                                 if let Some(seq) = d.seq {
-                                    ops.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                                    ops.push(Op::Delete {
+                                        cf: Cf::Queue,
+                                        key: record::queue_key(&self.client_id, seq),
+                                    });
                                 }
                             }
                             dropped = true;
@@ -695,7 +852,10 @@ impl Conn {
                             let client_id = s.client_id.clone();
                             if let Some(d) = s.inflight.get_mut(i) {
                                 d.state = DeliveryState::Released(r.packet_id);
-                                if let Some(op) = d.seq.and_then(|seq| router::delivery_op(&client_id, seq, d)) {
+                                if let Some(op) = d
+                                    .seq
+                                    .and_then(|seq| router::delivery_op(&client_id, seq, d))
+                                {
                                     ops.push(op);
                                 }
                             }
@@ -709,7 +869,11 @@ impl Conn {
                     self.broker.metrics.inflight_messages.dec();
                     self.pump();
                 } else {
-                    let reason = if found { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+                    let reason = if found {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                    };
                     let packet = self.ack(PubRespKind::PubRel, r.packet_id, reason);
                     self.send(&packet);
                 }
@@ -735,7 +899,10 @@ impl Conn {
             };
             if matches!(shared, Ok(Some(_))) && f.options.no_local {
                 // MQTT-3.8.3-4.
-                return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "no-local on a shared subscription"));
+                return Err(Close::Reason(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "no-local on a shared subscription",
+                ));
             }
             if !topic::valid_topic_filter(plain)
                 || f.filter.len() > limits.max_topic_length
@@ -751,20 +918,36 @@ impl Conn {
             }
             let at_limit = {
                 let s = session::lock(&self.session);
-                !s.subscriptions.contains_key(&f.filter) && s.subscriptions.len() >= limits.max_subscriptions_per_client
+                !s.subscriptions.contains_key(&f.filter)
+                    && s.subscriptions.len() >= limits.max_subscriptions_per_client
             };
             if at_limit {
                 reasons.push(self.refusal(ReasonCode::QUOTA_EXCEEDED));
                 continue;
             }
-            let (_, mut found) = self.broker.subscribe(&self.session, &f.filter, Subscription { options: f.options, identifier });
+            let (_, mut found) = self.broker.subscribe(
+                &self.session,
+                &f.filter,
+                Subscription {
+                    options: f.options,
+                    identifier,
+                },
+            );
             retained.append(&mut found);
             changed = true;
             reasons.push(ReasonCode(f.options.qos as u8));
         }
         let commit = self.persist_session(changed);
-        let packet = Packet::SubAck(SubAck { packet_id: sub.packet_id, properties: Properties::default(), reasons });
-        self.pending.push_back(PendingAck { packet, commit, then: retained });
+        let packet = Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            properties: Properties::default(),
+            reasons,
+        });
+        self.pending.push_back(PendingAck {
+            packet,
+            commit,
+            then: retained,
+        });
         Ok(())
     }
 
@@ -774,39 +957,61 @@ impl Conn {
         for f in &u.filters {
             let existed = self.broker.unsubscribe(&self.session, f);
             changed |= existed;
-            reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
         }
         if !self.v5() {
             reasons.clear();
         }
         let commit = self.persist_session(changed);
-        let packet = Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, properties: Properties::default(), reasons });
-        self.pending.push_back(PendingAck { packet, commit, then: Vec::new() });
+        let packet = Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Properties::default(),
+            reasons,
+        });
+        self.pending.push_back(PendingAck {
+            packet,
+            commit,
+            then: Vec::new(),
+        });
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Close> {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.session_expiry == 0 && expiry != 0 {
                 // MQTT-3.14.2-2.
-                return Err(Close::Reason(ReasonCode::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 at CONNECT"));
+                return Err(Close::Reason(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 at CONNECT",
+                ));
             }
             let expiry = expiry.min(self.broker.config.mqtt.max_session_expiry_secs);
             self.session_expiry = expiry;
             let mut s = session::lock(&self.session);
             s.expiry_interval = expiry;
         }
-        Err(Close::ClientDisconnect { publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL })
+        Err(Close::ClientDisconnect {
+            publish_will: d.reason == ReasonCode::DISCONNECT_WITH_WILL,
+        })
     }
 
     /// 3.1.1 has a single failure code for SUBACK.
     fn refusal(&self, reason: ReasonCode) -> ReasonCode {
-        if self.v5() { reason } else { ReasonCode::UNSPECIFIED_ERROR }
+        if self.v5() {
+            reason
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        }
     }
 
     fn denied(&self, filter: &str) -> bool {
-        self.listener.deny_subscribe.iter().any(|d| {
-            d == filter || (topic::valid_topic_name(filter) && topic::matches(d, filter))
-        })
+        self.listener
+            .deny_subscribe
+            .iter()
+            .any(|d| d == filter || (topic::valid_topic_name(filter) && topic::matches(d, filter)))
     }
 
     fn persist_session(&self, changed: bool) -> AckFuture {
@@ -827,7 +1032,13 @@ impl Conn {
         {
             let mut s = session::lock(&self.session);
             for d in deliveries {
-                router::enqueue(&mut s, d, &self.broker.config, &self.broker.metrics, &mut ops);
+                router::enqueue(
+                    &mut s,
+                    d,
+                    &self.broker.config,
+                    &self.broker.metrics,
+                    &mut ops,
+                );
             }
         }
         self.broker.store.submit_detached(ops);
@@ -836,7 +1047,11 @@ impl Conn {
 
     /// After a resumed session: send again what was in flight (MQTT-4.4.0-1).
     fn resend_inflight(&mut self) {
-        let inflight: Vec<Delivery> = session::lock(&self.session).inflight.iter().cloned().collect();
+        let inflight: Vec<Delivery> = session::lock(&self.session)
+            .inflight
+            .iter()
+            .cloned()
+            .collect();
         let now = now_ms();
         for d in inflight {
             match d.state {
@@ -859,21 +1074,33 @@ impl Conn {
         let now = now_ms();
         let mut detached = Vec::new();
         let mut sent = 0usize;
-        let mut s = session::lock(&self.session);
+        let session = self.session.clone();
+        let mut s = session::lock(&session);
         if s.owner != Some(self.connection_id) {
             return;
         }
         while sent < MAX_SENDS_PER_WAKE {
             let Some(front) = s.queue.front() else { break };
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= usize::from(self.client_receive_max) {
+            if front.qos != QoS::AtMostOnce
+                && s.inflight.len() >= usize::from(self.client_receive_max)
+            {
                 break;
             }
-            let Some(mut d) = s.queue.pop_front() else { break };
+            let Some(mut d) = s.queue.pop_front() else {
+                break;
+            };
             self.broker.metrics.queued_messages.dec();
             if d.msg.expired(now) {
-                self.broker.metrics.messages_dropped.with_label_values(&["expired"]).inc();
+                self.broker
+                    .metrics
+                    .messages_dropped
+                    .with_label_values(&["expired"])
+                    .inc();
                 if let Some(seq) = d.seq {
-                    detached.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                    detached.push(Op::Delete {
+                        cf: Cf::Queue,
+                        key: record::queue_key(&self.client_id, seq),
+                    });
                 }
                 continue;
             }
@@ -883,7 +1110,11 @@ impl Conn {
                         self.send_frame(&frame);
                         self.broker.metrics.messages_delivered.inc();
                     } else {
-                        self.broker.metrics.messages_dropped.with_label_values(&["packet_too_large"]).inc();
+                        self.broker
+                            .metrics
+                            .messages_dropped
+                            .with_label_values(&["packet_too_large"])
+                            .inc();
                     }
                 } else if let Some(p) = self.outgoing_publish(&d, None, false, now) {
                     self.deliver(p);
@@ -896,7 +1127,10 @@ impl Conn {
             };
             let Some(p) = self.outgoing_publish(&d, Some(pid), false, now) else {
                 if let Some(seq) = d.seq {
-                    detached.push(Op::Delete { cf: Cf::Queue, key: record::queue_key(&self.client_id, seq) });
+                    detached.push(Op::Delete {
+                        cf: Cf::Queue,
+                        key: record::queue_key(&self.client_id, seq),
+                    });
                 }
                 continue;
             };
@@ -904,7 +1138,10 @@ impl Conn {
             if d.qos == QoS::ExactlyOnce {
                 // Remember the packet id: after a crash the same id goes out again, so the
                 // receiver can recognise the duplicate (exactly once across restarts).
-                if let Some(op) = d.seq.and_then(|seq| router::delivery_op(&self.client_id, seq, &d)) {
+                if let Some(op) = d
+                    .seq
+                    .and_then(|seq| router::delivery_op(&self.client_id, seq, &d))
+                {
                     detached.push(op);
                 }
             }
@@ -944,11 +1181,21 @@ impl Conn {
 
     /// This client's copy of a message, or None when it exceeds the client's Maximum Packet
     /// Size (MQTT-3.1.2-24: then it is discarded, as if sent).
-    fn outgoing_publish(&mut self, d: &Delivery, packet_id: Option<PacketId>, dup: bool, now: u64) -> Option<Publish> {
+    fn outgoing_publish(
+        &mut self,
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        now: u64,
+    ) -> Option<Publish> {
         let mut p = d.msg.publish.clone();
         p.qos = d.qos;
         p.retain = d.retain;
-        p.packet_id = if d.qos == QoS::AtMostOnce { None } else { packet_id };
+        p.packet_id = if d.qos == QoS::AtMostOnce {
+            None
+        } else {
+            packet_id
+        };
         p.dup = dup && d.qos != QoS::AtMostOnce;
         if self.v5() {
             p.properties.subscription_identifiers = d.subscription_ids.clone();
@@ -973,7 +1220,11 @@ impl Conn {
         }
         let len = codec::encoded_len(&Packet::Publish(p.clone()), self.version).ok()?;
         if !self.fits(len) {
-            self.broker.metrics.messages_dropped.with_label_values(&["packet_too_large"]).inc();
+            self.broker
+                .metrics
+                .messages_dropped
+                .with_label_values(&["packet_too_large"])
+                .inc();
             return None;
         }
         // A new alias is only established once the packet that carries it is really sent.
@@ -985,7 +1236,11 @@ impl Conn {
 }
 
 fn matched_reason(matched: bool) -> ReasonCode {
-    if matched { ReasonCode::SUCCESS } else { ReasonCode::NO_MATCHING_SUBSCRIBERS }
+    if matched {
+        ReasonCode::SUCCESS
+    } else {
+        ReasonCode::NO_MATCHING_SUBSCRIBERS
+    }
 }
 
 fn commit_ready() -> AckFuture {

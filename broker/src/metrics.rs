@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -40,24 +40,60 @@ impl Metrics {
             // Names are constants below, so registration cannot collide.
             .unwrap_or_default();
         let m = Metrics {
-            connections: IntGauge::new("connections", "Open MQTT connections").unwrap_or_else(|_| unreachable_metric()),
-            connections_total: counter_vec("connections_total", "Accepted connections by listener", &["listener"]),
-            connections_rejected: counter_vec("connections_rejected_total", "Connections refused before or at CONNECT, by reason", &["reason"]),
-            packets_received: counter_vec("packets_received_total", "MQTT packets received by type", &["type"]),
+            registry,
+            connections: IntGauge::new("connections", "Open MQTT connections")
+                .unwrap_or_else(|_| unreachable_metric()),
+            connections_total: counter_vec(
+                "connections_total",
+                "Accepted connections by listener",
+                &["listener"],
+            ),
+            connections_rejected: counter_vec(
+                "connections_rejected_total",
+                "Connections refused before or at CONNECT, by reason",
+                &["reason"],
+            ),
+            packets_received: counter_vec(
+                "packets_received_total",
+                "MQTT packets received by type",
+                &["type"],
+            ),
             packets_sent: counter_vec("packets_sent_total", "MQTT packets sent by type", &["type"]),
-            bytes_received: counter("bytes_received_total", "Bytes received from clients (after TLS)"),
+            bytes_received: counter(
+                "bytes_received_total",
+                "Bytes received from clients (after TLS)",
+            ),
             bytes_sent: counter("bytes_sent_total", "Bytes sent to clients (before TLS)"),
-            messages_received: counter("messages_received_total", "PUBLISH messages accepted from clients"),
-            messages_delivered: counter("messages_delivered_total", "PUBLISH messages sent to subscribers"),
-            messages_dropped: counter_vec("messages_dropped_total", "Messages not delivered, by reason", &["reason"]),
+            messages_received: counter(
+                "messages_received_total",
+                "PUBLISH messages accepted from clients",
+            ),
+            messages_delivered: counter(
+                "messages_delivered_total",
+                "PUBLISH messages sent to subscribers",
+            ),
+            messages_dropped: counter_vec(
+                "messages_dropped_total",
+                "Messages not delivered, by reason",
+                &["reason"],
+            ),
             queued_messages: gauge("queued_messages", "Messages waiting in session queues"),
-            inflight_messages: gauge("inflight_messages", "QoS 1/2 messages sent and not yet acknowledged"),
-            sessions: gauge("sessions", "Sessions held (connected and persistent offline)"),
+            inflight_messages: gauge(
+                "inflight_messages",
+                "QoS 1/2 messages sent and not yet acknowledged",
+            ),
+            sessions: gauge(
+                "sessions",
+                "Sessions held (connected and persistent offline)",
+            ),
             subscriptions: gauge("subscriptions", "Subscriptions in the index"),
             retained_messages: gauge("retained_messages", "Retained messages held"),
             persist_write_seconds: Histogram::with_opts(
-                HistogramOpts::new("persist_write_seconds", "Latency of one group commit to RocksDB")
-                    .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()),
+                HistogramOpts::new(
+                    "persist_write_seconds",
+                    "Latency of one group commit to RocksDB",
+                )
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).unwrap_or_default()),
             )
             .unwrap_or_else(|_| unreachable_metric()),
             persist_batch_ops: Histogram::with_opts(
@@ -65,8 +101,16 @@ impl Metrics {
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 14).unwrap_or_default()),
             )
             .unwrap_or_else(|_| unreachable_metric()),
-            tls_handshake_failures: counter_vec("tls_handshake_failures_total", "Failed TLS handshakes by reason", &["reason"]),
-            protocol_errors: counter_vec("protocol_errors_total", "Connections closed for malformed or illegal packets, by reason code", &["reason"]),
+            tls_handshake_failures: counter_vec(
+                "tls_handshake_failures_total",
+                "Failed TLS handshakes by reason",
+                &["reason"],
+            ),
+            protocol_errors: counter_vec(
+                "protocol_errors_total",
+                "Connections closed for malformed or illegal packets, by reason code",
+                &["reason"],
+            ),
         };
         for c in [
             Box::new(m.connections.clone()) as Box<dyn prometheus::core::Collector>,
@@ -132,7 +176,10 @@ pub async fn serve(
             let m = metrics.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     m.render(),
                 )
             }

@@ -189,7 +189,12 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for key in [&pki.ca_key, &pki.server_key, &pki.device_key, &pki.monitor_key] {
+            for key in [
+                &pki.ca_key,
+                &pki.server_key,
+                &pki.device_key,
+                &pki.monitor_key,
+            ] {
                 let mode = fs::metadata(key).unwrap().permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{}", key.display());
             }

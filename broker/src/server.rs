@@ -195,14 +195,28 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.broker.kick_all(ReasonCode::SERVER_SHUTTING_DOWN);
         // Every connection holds a permit: having them all back means every task has ended.
-        let drained =
-            tokio::time::timeout(SHUTDOWN_GRACE, self.connections.acquire_many(self.max_connections))
-                .await;
+        let drained = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            self.connections.acquire_many(self.max_connections),
+        )
+        .await;
         if drained.is_err() {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
         while self.tasks.join_next().await.is_some() {}
-        self.broker.store.barrier().await
+        self.broker.stop_timers().await;
+        self.broker.store.barrier().await?;
+        // With every task gone the broker is ours alone: close the database now, so that the
+        // same process may open it again (tests restart servers in-process).
+        match Arc::try_unwrap(self.broker) {
+            Ok(broker) => broker.store.close(),
+            Err(_) => {
+                tracing::warn!(
+                    "broker still referenced at shutdown; database closes when released"
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -305,7 +319,8 @@ async fn accept_loop(
                                 return;
                             }
                         };
-                        let identity = tls::identity_from_chain(stream.get_ref().1.peer_certificates());
+                        let identity =
+                            tls::identity_from_chain(stream.get_ref().1.peer_certificates());
                         connection::serve(stream, identity, remote, ctx, broker, deadline, shutdown)
                             .await
                     }

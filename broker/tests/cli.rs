@@ -22,17 +22,26 @@ async fn bad_configuration_is_refused_naming_the_key() {
         ("[limits]\nmax_packet_sise = 10\n", "max_packet_sise"),
         ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
         ("[persistence]\nsync = \"maybe\"\n", "maybe"),
-        ("[listeners.tcp]\nenabled = true\nbind = \"0.0.0.0:1883\"\n", "listeners.tcp.bind"),
+        (
+            "[listeners.tcp]\nenabled = true\nbind = \"0.0.0.0:1883\"\n",
+            "listeners.tcp.bind",
+        ),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, toml).unwrap();
-        let out = tokio::time::timeout(WAIT, converge().args(["serve", "--config"]).arg(&path).output())
-            .await
-            .unwrap()
-            .unwrap();
+        let out = tokio::time::timeout(
+            WAIT,
+            converge().args(["serve", "--config"]).arg(&path).output(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert!(!out.status.success(), "{toml} must be refused");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{toml}: error names {needle}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{toml}: error names {needle}: {stderr}"
+        );
     }
 }
 
@@ -40,12 +49,20 @@ async fn bad_configuration_is_refused_naming_the_key() {
 async fn run_printed(line: &str, extra: &str, cwd: &std::path::Path) -> String {
     let out = tokio::time::timeout(
         WAIT,
-        Command::new("sh").arg("-c").arg(format!("{line} {extra}")).current_dir(cwd).output(),
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{line} {extra}"))
+            .current_dir(cwd)
+            .output(),
     )
     .await
     .expect("mosquitto client finishes")
     .expect("sh runs");
-    assert!(out.status.success(), "`{line} {extra}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "`{line} {extra}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -93,14 +110,21 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for key in ["ca.key", "server.key", "devices/demo-device.key", "devices/demo-monitor.key"] {
+        for key in [
+            "ca.key",
+            "server.key",
+            "devices/demo-device.key",
+            "devices/demo-monitor.key",
+        ] {
             let path = dir.path().join("converge-data/pki").join(key);
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
     }
     for version in ["mqttv5", "mqttv311"] {
-        let p = publ.replace("mqttv5", version).replace("-m 21.5", &format!("-m {version}"));
+        let p = publ
+            .replace("mqttv5", version)
+            .replace("-m 21.5", &format!("-m {version}"));
         let s = sub.replace("mqttv5", version);
         // Retained, so the subscriber that starts afterwards gets it without a race.
         run_printed(&p, "-r", dir.path()).await;

@@ -28,7 +28,10 @@ async fn after_connect(addr: SocketAddr, level: u8, bad: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&connect_packet(level, "raw")).await.unwrap();
     let mut connack = [0u8; 2];
-    tokio::time::timeout(WAIT, s.read_exact(&mut connack)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, s.read_exact(&mut connack))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(connack[0], 0x20);
     let mut rest = vec![0u8; connack[1] as usize];
     s.read_exact(&mut rest).await.unwrap();
@@ -39,7 +42,10 @@ async fn after_connect(addr: SocketAddr, level: u8, bad: &[u8]) -> Vec<u8> {
 
 async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("server closes the connection").ok();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("server closes the connection")
+        .ok();
     out
 }
 
@@ -59,37 +65,81 @@ async fn each_kind_of_malformed_packet_gets_its_reason_code() {
     let server = server(&env).await;
     let addr = server.tcp_addr.unwrap();
     // A bystander over TLS that must not notice anything.
-    let mut bystander = Client5::connect(env.v5("bystander", server.tls_addr.unwrap())).await.unwrap();
+    let mut bystander = Client5::connect(env.v5("bystander", server.tls_addr.unwrap()))
+        .await
+        .unwrap();
     bystander.subscribe("ok/#", QoS::AtLeastOnce).await;
 
     let cases: Vec<(&str, Vec<u8>, u8)> = vec![
-        ("SUBSCRIBE with reserved flags 0000", vec![0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, b'a'], 0x81),
-        ("remaining length of five bytes", vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 0x81),
-        ("declared length above the maximum packet size", vec![0x30, 0xFF, 0xFF, 0x03], 0x95),
-        ("PUBLISH with QoS 3", vec![0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01], 0x81),
-        ("topic that is not UTF-8", vec![0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00], 0x81),
-        ("wildcard in a PUBLISH topic", vec![0x30, 0x04, 0x00, 0x01, b'#', 0x00], 0x90),
-        ("packet id 0 in SUBSCRIBE", vec![0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x00], 0x81),
+        (
+            "SUBSCRIBE with reserved flags 0000",
+            vec![0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, b'a'],
+            0x81,
+        ),
+        (
+            "remaining length of five bytes",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            0x81,
+        ),
+        (
+            "declared length above the maximum packet size",
+            vec![0x30, 0xFF, 0xFF, 0x03],
+            0x95,
+        ),
+        (
+            "PUBLISH with QoS 3",
+            vec![0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+            0x81,
+        ),
+        (
+            "topic that is not UTF-8",
+            vec![0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00],
+            0x81,
+        ),
+        (
+            "wildcard in a PUBLISH topic",
+            vec![0x30, 0x04, 0x00, 0x01, b'#', 0x00],
+            0x90,
+        ),
+        (
+            "packet id 0 in SUBSCRIBE",
+            vec![0x82, 0x07, 0x00, 0x00, 0x00, 0x00, 0x01, b'a', 0x00],
+            0x81,
+        ),
         ("second CONNECT", connect_packet(5, "again"), 0x82),
         ("PINGREQ with a body", vec![0xC0, 0x01, 0x00], 0x81),
         ("reserved packet type 0", vec![0x00, 0x00], 0x81),
     ];
     for (what, bytes, reason) in cases {
         let got = after_connect(addr, 5, &bytes).await;
-        assert!(got.len() >= 3, "{what}: expected DISCONNECT, got {got:02X?}");
+        assert!(
+            got.len() >= 3,
+            "{what}: expected DISCONNECT, got {got:02X?}"
+        );
         assert_eq!(got[0], 0xE0, "{what}: DISCONNECT expected, got {got:02X?}");
         assert_eq!(got[2], reason, "{what}: reason code");
     }
     // MQTT 3.1.1 has no DISCONNECT from the server: a plain close.
     let got = after_connect(addr, 4, &[0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, b'a']).await;
-    assert!(got.is_empty(), "3.1.1: closed without a packet, got {got:02X?}");
+    assert!(
+        got.is_empty(),
+        "3.1.1: closed without a packet, got {got:02X?}"
+    );
 
-    let publ = Client5::connect(env.v5("pub", server.tls_addr.unwrap())).await.unwrap();
-    publ.client.publish("ok/1", QoS::AtLeastOnce, false, "still fine").await.unwrap();
+    let publ = Client5::connect(env.v5("pub", server.tls_addr.unwrap()))
+        .await
+        .unwrap();
+    publ.client
+        .publish("ok/1", QoS::AtLeastOnce, false, "still fine")
+        .await
+        .unwrap();
     let p = bystander.publish_packet().await;
     assert_eq!(&p.payload[..], b"still fine");
     let metrics = server.broker.metrics.render();
-    assert!(metrics.contains("converge_protocol_errors_total{reason=\"0x81\"}"), "{metrics}");
+    assert!(
+        metrics.contains("converge_protocol_errors_total{reason=\"0x81\"}"),
+        "{metrics}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -105,7 +155,11 @@ async fn first_packet_must_be_connect_and_versions_are_checked() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&connect_packet(3, "old")).await.unwrap(); // protocol level 3 with name MQTT
     let got = read_to_close(&mut s).await;
-    assert_eq!(got, vec![0x20, 0x02, 0x00, 0x01], "3.1.1-style CONNACK 0x01, then close");
+    assert_eq!(
+        got,
+        vec![0x20, 0x02, 0x00, 0x01],
+        "3.1.1-style CONNACK 0x01, then close"
+    );
 
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&[0x10, 0xFF, 0xFF, 0xFF, 0x7F]).await.unwrap(); // CONNECT declaring 256 MiB
@@ -120,30 +174,61 @@ async fn server_topic_alias_leaves_the_topic_out_on_the_wire() {
     let addr = server.tcp_addr.unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
     // CONNECT v5 with Topic Alias Maximum 4 (property 0x22).
-    let mut c = vec![0x10, 0x00, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x22, 0, 4, 0, 1, b'x'];
+    let mut c = vec![
+        0x10, 0x00, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x22, 0, 4, 0, 1, b'x',
+    ];
     c[1] = (c.len() - 2) as u8;
     s.write_all(&c).await.unwrap();
     let mut buf = vec![0u8; 256];
-    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(buf[0], 0x20, "{:02X?}", &buf[..n]);
     // SUBSCRIBE t/# QoS 0, then wait for SUBACK.
-    s.write_all(&[0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x03, b't', b'/', b'#', 0x00]).await.unwrap();
-    let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+    s.write_all(&[
+        0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x03, b't', b'/', b'#', 0x00,
+    ])
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(buf[0], 0x90, "SUBACK: {:02X?}", &buf[..n]);
-    let publ = Client5::connect(env.v5("pub", server.tls_addr.unwrap())).await.unwrap();
-    publ.client.publish("t/a", QoS::AtMostOnce, false, "1").await.unwrap();
-    publ.client.publish("t/a", QoS::AtMostOnce, false, "2").await.unwrap();
+    let publ = Client5::connect(env.v5("pub", server.tls_addr.unwrap()))
+        .await
+        .unwrap();
+    publ.client
+        .publish("t/a", QoS::AtMostOnce, false, "1")
+        .await
+        .unwrap();
+    publ.client
+        .publish("t/a", QoS::AtMostOnce, false, "2")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     while got.len() < 21 {
-        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "closed early after {got:02X?}");
         got.extend_from_slice(&buf[..n]);
     }
     // 0x30 len | 00 03 t/a | props 03 23 00 01 | "1"
-    assert_eq!(&got[..11], &[0x30, 0x0A, 0x00, 0x03, b't', b'/', b'a', 0x03, 0x23, 0x00, 0x01][..], "{got:02X?}");
+    assert_eq!(
+        &got[..11],
+        &[0x30, 0x0A, 0x00, 0x03, b't', b'/', b'a', 0x03, 0x23, 0x00, 0x01][..],
+        "{got:02X?}"
+    );
     assert_eq!(got[11], b'1');
     // 0x30 len | 00 00 | props 03 23 00 01 | "2"
-    assert_eq!(&got[12..20], &[0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01][..], "{got:02X?}");
+    assert_eq!(
+        &got[12..20],
+        &[0x30, 0x07, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01][..],
+        "{got:02X?}"
+    );
     assert_eq!(got[20], b'2');
     server.shutdown().await.unwrap();
 }

@@ -454,3 +454,66 @@ fn unreadable_and_malformed_certificates() {
         let _ = CertAttributes::from_der(&flipped);
     }
 }
+
+#[test]
+fn zone_from_policy_oid() {
+    let policy = compile(
+        r#"version = 1
+[[ca]]
+id = "ca"
+subject = "CN=CA"
+[[zone]]
+id = "cell-a"
+security_level = 2
+trusted_cas = ["ca"]
+namespace = ["p/cell-a/#"]
+[[zone]]
+id = "scada"
+security_level = 3
+trusted_cas = ["ca"]
+namespace = ["p/scada/#"]
+[[profile]]
+id = "by-oid"
+device = "o"
+zone = { policy_oid = { "1.2.3.4" = "cell-a", "1.2.3.5" = "scada" } }
+publish = ["p/${zone}/${device}/#"]
+"#,
+        "p.toml",
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let cert = |oids: &[&str]| {
+        let mut c = CertAttributes::default();
+        c.issuer = vec![("CN".into(), "CA".into())];
+        c.organizations = vec!["robot".into()];
+        c.policy_oids = oids.iter().map(|o| (*o).to_owned()).collect();
+        c.not_after = i64::MAX;
+        c
+    };
+    let s = resolve(&policy, &cert(&["2.5.29.32.0", "1.2.3.5"]), "robot").unwrap();
+    assert_eq!((s.zone_name(), s.device()), ("scada", "robot"));
+    let problem = |oids: &[&str]| match resolve(&policy, &cert(oids), "robot") {
+        Err(IdentityError::Rejected { problem, .. }) => problem,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(problem(&[]), IdentityProblem::Missing("zone policy OID"));
+    assert_eq!(
+        problem(&["1.2.3.4", "1.2.3.5"]),
+        IdentityProblem::Ambiguous("zone policy OID")
+    );
+}
+
+#[test]
+fn zone_rule_tables_refuse_extra_keys() {
+    let err = compile(
+        r#"version = 1
+[[profile]]
+id = "x"
+device = "cn"
+zone = { fixed = "scada", also = "dmz" }
+"#,
+        "p.toml",
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].location().0, 5);
+}

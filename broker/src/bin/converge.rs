@@ -9,7 +9,11 @@ use converge_broker::server;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "converge", version, about = "Secure industrial MQTT broker and historian")]
+#[command(
+    name = "converge",
+    version,
+    about = "Secure industrial MQTT broker and historian"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,9 +32,7 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Validate a configuration file and print the effective configuration.
-    CheckConfig {
-        config: PathBuf,
-    },
+    CheckConfig { config: PathBuf },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,7 +100,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
-    running.shutdown().await.context("flushing state at shutdown")?;
+    running
+        .shutdown()
+        .await
+        .context("flushing state at shutdown")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -113,12 +113,16 @@ pub fn split_client_key(key: &[u8]) -> Result<(&str, &[u8]), RecordError> {
 }
 
 pub fn seq_from_tail(tail: &[u8]) -> Result<u64, RecordError> {
-    let arr: [u8; 8] = tail.try_into().map_err(|_| RecordError::Corrupt("sequence"))?;
+    let arr: [u8; 8] = tail
+        .try_into()
+        .map_err(|_| RecordError::Corrupt("sequence"))?;
     Ok(u64::from_be_bytes(arr))
 }
 
 pub fn packet_id_from_tail(tail: &[u8]) -> Result<PacketId, RecordError> {
-    let arr: [u8; 2] = tail.try_into().map_err(|_| RecordError::Corrupt("packet id"))?;
+    let arr: [u8; 2] = tail
+        .try_into()
+        .map_err(|_| RecordError::Corrupt("packet id"))?;
     PacketId::new(u16::from_be_bytes(arr)).ok_or(RecordError::Corrupt("packet id zero"))
 }
 

@@ -46,10 +46,20 @@ impl Cf {
 /// One change to the database.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: Cf, key: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
     /// Deletes every key that starts with `prefix` (a client's whole queue, say).
-    DeletePrefix { cf: Cf, prefix: Vec<u8> },
+    DeletePrefix {
+        cf: Cf,
+        prefix: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,6 +82,13 @@ impl From<rocksdb::Error> for StoreError {
 struct Job {
     ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// One key/value pair read back from a column family.
+#[derive(Debug)]
+pub struct Row {
+    pub key: Box<[u8]>,
+    pub value: Box<[u8]>,
 }
 
 /// Resolves when the job's writes are in the write-ahead log (synced as configured).
@@ -188,14 +205,15 @@ impl Store {
     }
 
     /// Every (key, value) of a column family, in key order.
-    pub fn scan(&self, cf: Cf) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    pub fn scan(&self, cf: Cf) -> Result<Vec<Row>, StoreError> {
         let handle = self
             .db
             .cf_handle(cf.name())
             .ok_or_else(|| StoreError::Db(format!("missing column family {}", cf.name())))?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(&handle, rocksdb::IteratorMode::Start) {
-            out.push(item?);
+            let (key, value) = item?;
+            out.push(Row { key, value });
         }
         Ok(out)
     }
@@ -327,7 +345,7 @@ mod tests {
         let store = Store::open(dir.path(), SyncMode::Os, 16, metrics).unwrap();
         let rows = store.scan(Cf::Queue).unwrap();
         assert_eq!(rows.len(), 49);
-        assert!(rows.iter().all(|(k, _)| k[3] != 3));
+        assert!(rows.iter().all(|r| r.key[3] != 3));
     }
 
     #[tokio::test]
@@ -338,8 +356,16 @@ mod tests {
         let ab = crate::persist::record::queue_key("ab", 1);
         store
             .submit(vec![
-                Op::Put { cf: Cf::Queue, key: a.clone(), value: vec![] },
-                Op::Put { cf: Cf::Queue, key: ab.clone(), value: vec![] },
+                Op::Put {
+                    cf: Cf::Queue,
+                    key: a.clone(),
+                    value: vec![],
+                },
+                Op::Put {
+                    cf: Cf::Queue,
+                    key: ab.clone(),
+                    value: vec![],
+                },
             ])
             .wait()
             .await
@@ -354,6 +380,6 @@ mod tests {
             .unwrap();
         let rows = store.scan(Cf::Queue).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(&*rows[0].0, &ab[..]);
+        assert_eq!(&*rows[0].key, &ab[..]);
     }
 }

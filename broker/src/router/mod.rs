@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -22,6 +23,7 @@ use crate::mqtt::packet::{
 };
 use crate::mqtt::topic;
 use crate::persist::record::{self, DeliveryState, StoredDelivery, StoredRetained};
+use crate::persist::store::Row;
 use crate::persist::{Cf, Op, Store, StoreError};
 use crate::session::{self, SessionState, SharedSession, Subscription};
 use message::{now_ms, Delivery, Message};
@@ -38,6 +40,9 @@ pub struct BrokerState {
 
 pub struct Broker {
     state: Mutex<BrokerState>,
+    /// Will-delay and session-expiry timers; they end early when `stopping` turns true.
+    timers: Mutex<JoinSet<()>>,
+    stopping: watch::Sender<bool>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub config: Config,
@@ -74,6 +79,8 @@ impl Broker {
     pub fn new(config: Config, store: Store, metrics: Arc<Metrics>) -> Broker {
         Broker {
             state: Mutex::new(BrokerState::default()),
+            timers: Mutex::new(JoinSet::new()),
+            stopping: watch::channel(false).0,
             store,
             metrics,
             config,
@@ -93,7 +100,7 @@ impl Broker {
         let mut summary = RestoreSummary::default();
         let mut expired_ops = Vec::new();
         let mut st = self.lock();
-        for (key, value) in self.store.scan(Cf::Sessions)? {
+        for Row { key, value } in self.store.scan(Cf::Sessions)? {
             let Ok(client_id) = std::str::from_utf8(&key) else {
                 tracing::warn!("skipping session record with a non-UTF-8 key");
                 continue;
@@ -142,7 +149,7 @@ impl Broker {
             st.sessions.insert(id, Arc::new(Mutex::new(s)));
             summary.sessions += 1;
         }
-        for (key, value) in self.store.scan(Cf::Queue)? {
+        for Row { key, value } in self.store.scan(Cf::Queue)? {
             let Ok((client_id, tail)) = record::split_client_key(&key) else {
                 continue;
             };
@@ -170,17 +177,18 @@ impl Broker {
             }
             summary.queued += 1;
         }
-        for (key, _) in self.store.scan(Cf::Inbound)? {
+        for Row { key, .. } in self.store.scan(Cf::Inbound)? {
             let Ok((client_id, tail)) = record::split_client_key(&key) else {
                 continue;
             };
-            if let (Ok(pid), Some(sess)) =
-                (record::packet_id_from_tail(tail), st.sessions.get(client_id))
-            {
+            if let (Ok(pid), Some(sess)) = (
+                record::packet_id_from_tail(tail),
+                st.sessions.get(client_id),
+            ) {
                 session::lock(sess).inbound_qos2.insert(pid);
             }
         }
-        for (key, value) in self.store.scan(Cf::Retained)? {
+        for Row { key, value } in self.store.scan(Cf::Retained)? {
             let (Ok(topic), Ok(r)) = (std::str::from_utf8(&key), record::decode_retained(&value))
             else {
                 continue;
@@ -212,7 +220,12 @@ impl Broker {
             .values()
             .map(|s| {
                 let g = session::lock(s);
-                (s.clone(), g.expiry_interval, g.disconnected_at_ms, g.generation)
+                (
+                    s.clone(),
+                    g.expiry_interval,
+                    g.disconnected_at_ms,
+                    g.generation,
+                )
             })
             .collect();
         let now = now_ms();
@@ -294,7 +307,8 @@ impl Broker {
             } else if was_persistent {
                 ops.extend(session::delete_ops(client_id));
                 // A session that is no longer persistent keeps no queue records.
-                for d in s.queue.iter_mut().chain(s.inflight.iter_mut()) {
+                let st = &mut *s;
+                for d in st.queue.iter_mut().chain(st.inflight.iter_mut()) {
                     d.seq = None;
                 }
             }
@@ -336,7 +350,13 @@ impl Broker {
             } else {
                 will.delay_secs
             };
-            self.schedule_will(session.clone(), generation, will.publish, delay, !still_owner);
+            self.schedule_will(
+                session.clone(),
+                generation,
+                will.publish,
+                delay,
+                !still_owner,
+            );
         }
         if !still_owner {
             return;
@@ -358,11 +378,33 @@ impl Broker {
 
     fn schedule_expiry(self: &Arc<Self>, session: SharedSession, generation: u64, after: Duration) {
         let broker = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
+        self.spawn_timer(after, move || {
             let client_id = session::lock(&session).client_id.clone();
             broker.end_session(&client_id, &session, generation);
         });
+    }
+
+    /// Runs `fire` after `after` unless the server stops first. Finished timers are reaped here,
+    /// so the set holds only the ones still waiting.
+    fn spawn_timer(&self, after: Duration, fire: impl FnOnce() + Send + 'static) {
+        let mut stopping = self.stopping.subscribe();
+        let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        while timers.try_join_next().is_some() {}
+        timers.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(after) => fire(),
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        });
+    }
+
+    /// Stops every timer (will delay, session expiry) and waits for them to end, so that nothing
+    /// but the caller holds the broker any more.
+    pub async fn stop_timers(&self) {
+        self.stopping.send_replace(true);
+        let mut timers =
+            std::mem::take(&mut *self.timers.lock().unwrap_or_else(|e| e.into_inner()));
+        while timers.join_next().await.is_some() {}
     }
 
     /// Ends a session unless a client has attached to it since `generation`.
@@ -407,8 +449,7 @@ impl Broker {
             return;
         }
         let broker = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(delay_secs))).await;
+        self.spawn_timer(Duration::from_secs(u64::from(delay_secs)), move || {
             let back = {
                 let s = session::lock(&session);
                 s.generation != generation || s.owner.is_some()

@@ -20,14 +20,30 @@ pub struct SubEntry {
 
 #[derive(Debug, Default)]
 struct Node {
+    /// Children by exact level name.
     children: HashMap<Box<str>, Node>,
+    /// The `+` child and the `#` child, kept apart so a lookup reaches all three in O(1).
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     subscribers: HashMap<Arc<str>, SubEntry>,
     shared: HashMap<Box<str>, SharedGroup>,
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty() && self.shared.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subscribers.is_empty()
+            && self.shared.is_empty()
+    }
+
+    fn child_mut(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_with(Box::default),
+            "#" => self.hash.get_or_insert_with(Box::default),
+            _ => self.children.entry(level.into()).or_default(),
+        }
     }
 }
 
@@ -76,7 +92,7 @@ impl SubscriptionTrie {
     ) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_mut(level);
         }
         let replaced = match group {
             None => node.subscribers.insert(client.clone(), entry).is_some(),
@@ -138,42 +154,72 @@ fn remove_rec(node: &mut Node, levels: &[&str], group: Option<&str>, client: &st
             }
         };
     };
-    let Some(child) = node.children.get_mut(*first) else {
+    let child = match *first {
+        "+" => node.plus.as_deref_mut(),
+        "#" => node.hash.as_deref_mut(),
+        name => node.children.get_mut(name),
+    };
+    let Some(child) = child else {
         return false;
     };
     let removed = remove_rec(child, rest, group, client);
     if child.is_empty() {
-        node.children.remove(*first);
+        match *first {
+            "+" => node.plus = None,
+            "#" => node.hash = None,
+            name => {
+                node.children.remove(name);
+            }
+        }
     }
     removed
 }
 
-fn collect<'a>(node: &'a mut Node, levels: &[&str], depth: usize, dollar: bool, out: &mut Matches<'a>) {
+fn collect<'a>(
+    node: &'a mut Node,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    out: &mut Matches<'a>,
+) {
     // MQTT-4.7.2-1: topics starting with '$' are not matched by a leading wildcard.
     let wildcards_allowed = !(depth == 0 && dollar);
+    let Node {
+        children,
+        plus,
+        hash,
+        subscribers,
+        shared,
+    } = node;
     let Some((level, rest)) = levels.split_first() else {
-        add(node, out);
+        add(subscribers, shared, out);
         // "sport/#" also matches "sport" (MQTT-4.7.1-2).
-        if let Some(hash) = node.children.get_mut("#") {
-            add(hash, out);
+        if let Some(h) = hash.as_deref_mut() {
+            add(&h.subscribers, &mut h.shared, out);
         }
         return;
     };
-    // Split the borrow of `children` so the exact, `+` and `#` children can be visited in turn.
-    for (name, child) in node.children.iter_mut() {
-        match &**name {
-            "#" if wildcards_allowed => add(child, out),
-            "+" if wildcards_allowed => collect(child, rest, depth + 1, dollar, out),
-            n if n == *level => collect(child, rest, depth + 1, dollar, out),
-            _ => {}
+    if let Some(child) = children.get_mut(*level) {
+        collect(child, rest, depth + 1, dollar, out);
+    }
+    if wildcards_allowed {
+        if let Some(p) = plus.as_deref_mut() {
+            collect(p, rest, depth + 1, dollar, out);
+        }
+        if let Some(h) = hash.as_deref_mut() {
+            add(&h.subscribers, &mut h.shared, out);
         }
     }
 }
 
-fn add<'a>(node: &'a mut Node, out: &mut Matches<'a>) {
+fn add<'a>(
+    subscribers: &'a HashMap<Arc<str>, SubEntry>,
+    shared: &'a mut HashMap<Box<str>, SharedGroup>,
+    out: &mut Matches<'a>,
+) {
     out.subscribers
-        .extend(node.subscribers.iter().map(|(c, e)| (c, *e)));
-    out.groups.extend(node.shared.values_mut());
+        .extend(subscribers.iter().map(|(c, e)| (c, *e)));
+    out.groups.extend(shared.values_mut());
 }
 
 #[cfg(test)]
@@ -223,8 +269,16 @@ mod tests {
         for (filter, topic, want) in cases {
             let mut trie = SubscriptionTrie::new();
             trie.insert(filter, None, &Arc::from("c"), entry());
-            assert_eq!(!matched(&mut trie, topic).is_empty(), *want, "{filter} vs {topic}");
-            assert_eq!(crate::mqtt::topic::matches(filter, topic), *want, "topic::matches {filter} vs {topic}");
+            assert_eq!(
+                !matched(&mut trie, topic).is_empty(),
+                *want,
+                "{filter} vs {topic}"
+            );
+            assert_eq!(
+                crate::mqtt::topic::matches(filter, topic),
+                *want,
+                "topic::matches {filter} vs {topic}"
+            );
         }
     }
 

@@ -137,15 +137,13 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
         E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
             "cert_wrong_purpose"
         }
-        E::InvalidCertificate(C::BadSignature | C::UnsupportedSignatureAlgorithm { .. }) => {
+        E::InvalidCertificate(C::BadSignature | C::UnsupportedSignatureAlgorithmContext { .. }) => {
             "cert_bad_signature"
         }
         E::InvalidCertificate(_) => "cert_invalid",
         E::NoCertificatesPresented => "no_client_certificate",
         E::PeerIncompatible(_) => "incompatible",
-        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
-            "protocol"
-        }
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => "protocol",
         E::InvalidMessage(_) => "malformed",
         E::AlertReceived(_) => "alert_received",
         _ => "other",

@@ -37,11 +37,19 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        TestCa { issuer: Issuer::new(params, key), cert_pem: cert.pem() }
+        TestCa {
+            issuer: Issuer::new(params, key),
+            cert_pem: cert.pem(),
+        }
     }
 
     /// A leaf certificate: (cert PEM, key PEM).
-    pub fn leaf(&self, cn: &str, usage: ExtendedKeyUsagePurpose, days: (i64, i64)) -> (String, String) {
+    pub fn leaf(
+        &self,
+        cn: &str,
+        usage: ExtendedKeyUsagePurpose,
+        days: (i64, i64),
+    ) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
@@ -75,6 +83,14 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        // Server logs show up in a failing test's output (RUST_LOG=debug for more).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("Test CA");
         let (cert, key) = ca.leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth, (-1, 30));
@@ -90,8 +106,10 @@ impl Env {
 
     /// Loopback-only configuration with ephemeral ports and fast, crash-safe persistence.
     pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.data_dir = self.path("data");
+        let mut c = Config {
+            data_dir: self.path("data"),
+            ..Config::default()
+        };
         c.listeners.tls.bind = "127.0.0.1:0".parse().unwrap();
         c.listeners.tls.ca_file = Some(self.path("ca.pem"));
         c.listeners.tls.cert_file = Some(self.path("server.pem"));
@@ -118,7 +136,9 @@ impl Env {
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let chain: Vec<_> = CertificateDer::pem_slice_iter(identity.0.as_bytes()).map(|c| c.unwrap()).collect();
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(identity.0.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
         let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Arc::new(
@@ -136,20 +156,28 @@ impl Env {
         self.v5_as(id, &self.ca.device(id), addr)
     }
 
-    pub fn v5_as(&self, id: &str, identity: &(String, String), addr: SocketAddr) -> v5::MqttOptions {
+    pub fn v5_as(
+        &self,
+        id: &str,
+        identity: &(String, String),
+        addr: SocketAddr,
+    ) -> v5::MqttOptions {
         let mut o = v5::MqttOptions::new(id, "127.0.0.1", addr.port());
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            Env::client_tls(&self.ca.cert_pem, identity),
-        )));
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Env::client_tls(&self.ca.cert_pem, identity)),
+        ));
         o.set_keep_alive(Duration::from_secs(30));
         o
     }
 
     pub fn v4(&self, id: &str, addr: SocketAddr) -> rumqttc::MqttOptions {
         let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", addr.port());
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            Env::client_tls(&self.ca.cert_pem, &self.ca.device(id)),
-        )));
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Env::client_tls(
+                &self.ca.cert_pem,
+                &self.ca.device(id),
+            )),
+        ));
         o.set_keep_alive(Duration::from_secs(30));
         o
     }
@@ -194,9 +222,16 @@ impl Client5 {
                 }
             }
         });
-        let first = tokio::time::timeout(WAIT, rx.recv()).await.map_err(|_| "no CONNACK in time".to_string())?;
+        let first = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .map_err(|_| "no CONNACK in time".to_string())?;
         match first {
-            Some(Ok(v5::mqttbytes::v5::Packet::ConnAck(connack))) => Ok(Client5 { client, events: rx, connack, task }),
+            Some(Ok(v5::mqttbytes::v5::Packet::ConnAck(connack))) => Ok(Client5 {
+                client,
+                events: rx,
+                connack,
+                task,
+            }),
             Some(Ok(other)) => Err(format!("expected CONNACK, got {other:?}")),
             Some(Err(e)) => Err(e),
             None => Err("event loop ended".into()),
@@ -204,7 +239,11 @@ impl Client5 {
     }
 
     /// Waits for the first incoming packet `pick` accepts; other packets are skipped.
-    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&v5::mqttbytes::v5::Packet) -> Option<T>) -> T {
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&v5::mqttbytes::v5::Packet) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -239,7 +278,12 @@ impl Client5 {
     pub async fn subscribe(&mut self, filter: &str, qos: v5::mqttbytes::QoS) {
         self.client.subscribe(filter, qos).await.unwrap();
         let ack = self.suback().await;
-        assert!(ack.return_codes.iter().all(|c| matches!(c, v5::mqttbytes::v5::SubscribeReasonCode::Success(_))), "{ack:?}");
+        assert!(
+            ack.return_codes
+                .iter()
+                .all(|c| matches!(c, v5::mqttbytes::v5::SubscribeReasonCode::Success(_))),
+            "{ack:?}"
+        );
     }
 
     /// Waits until the connection ends; returns the error text (and any DISCONNECT seen first).
@@ -292,16 +336,27 @@ impl Client4 {
                 }
             }
         });
-        let first = tokio::time::timeout(WAIT, rx.recv()).await.map_err(|_| "no CONNACK in time".to_string())?;
+        let first = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .map_err(|_| "no CONNACK in time".to_string())?;
         match first {
-            Some(Ok(rumqttc::Packet::ConnAck(connack))) => Ok(Client4 { client, events: rx, connack, task }),
+            Some(Ok(rumqttc::Packet::ConnAck(connack))) => Ok(Client4 {
+                client,
+                events: rx,
+                connack,
+                task,
+            }),
             Some(Ok(other)) => Err(format!("expected CONNACK, got {other:?}")),
             Some(Err(e)) => Err(e),
             None => Err("event loop ended".into()),
         }
     }
 
-    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&rumqttc::Packet) -> Option<T>) -> T {
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&rumqttc::Packet) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -333,6 +388,11 @@ impl Client4 {
                 _ => None,
             })
             .await;
-        assert!(ack.return_codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))), "{ack:?}");
+        assert!(
+            ack.return_codes
+                .iter()
+                .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+            "{ack:?}"
+        );
     }
 }

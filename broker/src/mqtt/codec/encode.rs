@@ -293,16 +293,13 @@ fn write_pubresp<S: Sink>(s: &mut S, r: &PubResp, v5: bool) -> Result<(), Encode
     if !v5 {
         return Ok(());
     }
-    // 3.4.2.1: the reason may be left out when it is success and there are no properties,
-    // the property length when there are no properties.
-    let no_properties = properties::is_empty(&r.properties);
-    if r.reason == ReasonCode::SUCCESS && no_properties {
+    // 3.4.2.1: the reason may be left out when it is success and there are no properties.
+    // When a reason is written, so is the property length (even zero): the spec lets it go,
+    // but widely used clients (rumqttc 0.25, Paho) fail to parse the three-byte form.
+    if r.reason == ReasonCode::SUCCESS && properties::is_empty(&r.properties) {
         return Ok(());
     }
     s.put_u8(r.reason.0);
-    if no_properties {
-        return Ok(());
-    }
     properties::write(s, &r.properties, Context::PubResp)
 }
 
@@ -391,15 +388,12 @@ fn write_disconnect<S: Sink>(s: &mut S, d: &Disconnect, v5: bool) -> Result<(), 
     if !v5 {
         return Ok(());
     }
-    // 3.14.2.1: remaining length 0 means normal disconnection without properties.
-    let no_properties = properties::is_empty(&d.properties);
-    if d.reason == ReasonCode::NORMAL_DISCONNECTION && no_properties {
+    // 3.14.2.1: remaining length 0 means normal disconnection without properties. With a
+    // reason the property length is always written (see `write_pubresp`).
+    if d.reason == ReasonCode::NORMAL_DISCONNECTION && properties::is_empty(&d.properties) {
         return Ok(());
     }
     s.put_u8(d.reason.0);
-    if no_properties {
-        return Ok(());
-    }
     properties::write(s, &d.properties, Context::Disconnect)
 }
 

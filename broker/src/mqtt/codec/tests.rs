@@ -396,7 +396,7 @@ fn goldens() -> Vec<Golden> {
         g(
             "v5-pubrec-no-subscribers",
             V5,
-            &[0x50, 0x03, 0x00, 0x01, 0x10],
+            &[0x50, 0x04, 0x00, 0x01, 0x10, 0x00],
             pubresp(PubRespKind::PubRec, 1, 0x10, none()),
         ),
         g(
@@ -491,7 +491,7 @@ fn goldens() -> Vec<Golden> {
         g(
             "v5-disconnect-with-will",
             V5,
-            &[0xE0, 0x01, 0x04],
+            &[0xE0, 0x02, 0x04, 0x00],
             Packet::Disconnect(Disconnect {
                 reason: ReasonCode::DISCONNECT_WITH_WILL,
                 properties: none(),
@@ -533,6 +533,22 @@ fn goldens() -> Vec<Golden> {
             }),
         ),
     ]
+}
+
+/// The forms without a property length that the spec allows are decoded, even though the
+/// encoder always writes the property length after a reason code (for clients that need it).
+#[test]
+fn short_forms_without_property_length_decode() {
+    let got = decode_one(&[0x50, 0x03, 0x00, 0x01, 0x10], Some(V5));
+    assert_eq!(got, Ok(pubresp(PubRespKind::PubRec, 1, 0x10, none())));
+    let got = decode_one(&[0xE0, 0x01, 0x8E], Some(V5));
+    assert_eq!(
+        got,
+        Ok(Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SESSION_TAKEN_OVER,
+            properties: none(),
+        }))
+    );
 }
 
 #[test]
