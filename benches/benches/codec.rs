@@ -70,5 +70,73 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec);
+/// The same packets through rumqttc's codec (mqttbytes), the peer measured in the same run.
+fn peer_rumqttc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_rumqttc");
+    for (name, version, payload_len) in [
+        ("v311/64B", ProtocolVersion::V311, 64),
+        ("v311/1KiB", ProtocolVersion::V311, 1024),
+        ("v5/64B", ProtocolVersion::V5, 64),
+        ("v5/1KiB", ProtocolVersion::V5, 1024),
+    ] {
+        let mut encoded = BytesMut::new();
+        encode(&publish(version, payload_len), version, &mut encoded).expect("encodes");
+        let encoded = encoded.freeze();
+        group.throughput(Throughput::Bytes(encoded.len() as u64));
+        match version {
+            ProtocolVersion::V311 => {
+                let packet = rumqttc::mqttbytes::v4::Packet::read(
+                    &mut BytesMut::from(&encoded[..]),
+                    1 << 20,
+                )
+                .expect("rumqttc decodes our PUBLISH");
+                group.bench_function(format!("decode/{name}"), |b| {
+                    b.iter_batched(
+                        || BytesMut::from(&encoded[..]),
+                        |mut buf| {
+                            rumqttc::mqttbytes::v4::Packet::read(black_box(&mut buf), 1 << 20)
+                        },
+                        BatchSize::SmallInput,
+                    )
+                });
+                let mut out = BytesMut::with_capacity(2 * encoded.len());
+                group.bench_function(format!("encode/{name}"), |b| {
+                    b.iter(|| {
+                        out.clear();
+                        black_box(&packet).write(&mut out, 1 << 20)
+                    })
+                });
+            }
+            ProtocolVersion::V5 => {
+                let packet = rumqttc::v5::mqttbytes::v5::Packet::read(
+                    &mut BytesMut::from(&encoded[..]),
+                    Some(1 << 20),
+                )
+                .expect("rumqttc decodes our PUBLISH");
+                group.bench_function(format!("decode/{name}"), |b| {
+                    b.iter_batched(
+                        || BytesMut::from(&encoded[..]),
+                        |mut buf| {
+                            rumqttc::v5::mqttbytes::v5::Packet::read(
+                                black_box(&mut buf),
+                                Some(1 << 20),
+                            )
+                        },
+                        BatchSize::SmallInput,
+                    )
+                });
+                let mut out = BytesMut::with_capacity(2 * encoded.len());
+                group.bench_function(format!("encode/{name}"), |b| {
+                    b.iter(|| {
+                        out.clear();
+                        black_box(&packet).write(&mut out, Some(1 << 20))
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codec, peer_rumqttc);
 criterion_main!(benches);

@@ -42,6 +42,15 @@ pub struct Config {
     pub persistence: Persistence,
     pub metrics: Metrics,
     pub log: Log,
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Threads that run connections; 0 = one per CPU core. With 1 the server runs every
+    /// connection on one thread in the order their bytes arrive, like a single-threaded broker.
+    pub worker_threads: usize,
 }
 
 impl Default for Config {
@@ -54,6 +63,7 @@ impl Default for Config {
             persistence: Persistence::default(),
             metrics: Metrics::default(),
             log: Log::default(),
+            runtime: Runtime::default(),
         }
     }
 }

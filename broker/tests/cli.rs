@@ -45,6 +45,45 @@ async fn bad_configuration_is_refused_naming_the_key() {
     }
 }
 
+#[tokio::test]
+async fn policy_check_accepts_the_plant_example_and_locates_errors() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../security/examples/plant.toml"
+    );
+    let out = converge()
+        .args(["policy", "check", example])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (5 zones"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text =
+        std::fs::read_to_string(example)
+            .unwrap()
+            .replacen("to = \"dmz\"", "to = \"dmzz\"", 1);
+    std::fs::write(&bad, text).unwrap();
+    let out = converge()
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:") && stderr.contains("dmzz"),
+        "{stderr}"
+    );
+}
+
 /// Runs a shell command line printed by the server, with extra arguments, bounded in time.
 async fn run_printed(line: &str, extra: &str, cwd: &std::path::Path) -> String {
     let out = tokio::time::timeout(

@@ -44,13 +44,6 @@ async fn spawn_server(config: &std::path::Path) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-fn persistent(env: &Env, addr: SocketAddr) -> rumqttc::v5::MqttOptions {
-    let mut o = env.v5("historian-feed", addr);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(3600));
-    o
-}
-
 /// Publishes `count` QoS 1 messages named `{tag}-{i}` and SIGKILLs the server once `kill_after`
 /// PUBACKs have arrived. Returns the names of the acknowledged messages.
 async fn publish_and_kill(
@@ -84,8 +77,7 @@ async fn publish_and_kill(
     });
     let mut acked = 0usize;
     while acked < kill_after {
-        publ.expect("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(()))
-            .await;
+        publ.puback().await;
         acked += 1;
     }
     server.start_kill().unwrap();
@@ -115,17 +107,20 @@ async fn sigkill_loses_no_acknowledged_message() {
     std::fs::write(&config, toml).unwrap();
 
     let (mut server, addr) = spawn_server(&config).await;
-    let mut sub = Client5::connect(persistent(&env, addr)).await.unwrap();
+    let mut sub = Client5::connect(env.v5_persistent("historian-feed", addr, 3600))
+        .await
+        .unwrap();
     sub.subscribe("line/#", QoS::AtLeastOnce).await;
-    sub.client.disconnect().await.unwrap();
-    let _ = sub.closed().await;
+    sub.leave().await;
 
     let mut acknowledged = publish_and_kill(&env, &mut server, addr, "a", 3000, 600).await;
     let (mut server, addr) = spawn_server(&config).await;
     acknowledged.extend(publish_and_kill(&env, &mut server, addr, "b", 3000, 700).await);
     let (mut server, addr) = spawn_server(&config).await;
 
-    let mut sub = Client5::connect(persistent(&env, addr)).await.unwrap();
+    let mut sub = Client5::connect(env.v5_persistent("historian-feed", addr, 3600))
+        .await
+        .unwrap();
     assert!(
         sub.connack.session_present,
         "the session survived two kill -9"

@@ -232,3 +232,78 @@ async fn server_topic_alias_leaves_the_topic_out_on_the_wire() {
     assert_eq!(got[20], b'2');
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_subscriber_does_not_stall_publishers_or_a_fast_subscriber() {
+    let env = Env::new();
+    let server = env
+        .start_with(|c| {
+            c.listeners.tcp.enabled = true;
+            c.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
+            c.listeners.tcp.allow_anonymous = true;
+            c.limits.max_queued_messages = 200;
+        })
+        .await;
+    // The slow one subscribes at QoS 1 and then never reads its socket again.
+    let mut slow = TcpStream::connect(server.tcp_addr.unwrap()).await.unwrap();
+    slow.write_all(&connect_packet(5, "slow")).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf[0], 0x20, "{:02X?}", &buf[..n]);
+    slow.write_all(&[
+        0x82, 0x0A, 0x00, 0x01, 0x00, 0x00, 0x04, b'f', b'a', b's', b't', 0x01,
+    ])
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf[0], 0x90, "SUBACK {:02X?}", &buf[..n]);
+
+    let addr = server.tls_addr.unwrap();
+    let mut fast = Client5::connect(env.v5("fast", addr)).await.unwrap();
+    fast.subscribe("fast", QoS::AtLeastOnce).await;
+    let mut o = env.v5("producer", addr);
+    o.set_outgoing_inflight_upper_limit(50);
+    let mut producer = Client5::connect(o).await.unwrap();
+    let payload = vec![b'x'; 4096];
+    let count = 2000;
+    let client = producer.client.clone();
+    let sending = tokio::spawn(async move {
+        for _ in 0..count {
+            client
+                .publish("fast", QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .unwrap();
+        }
+    });
+    // 8 MB to a client that reads nothing: its queue overflows, it is disconnected with
+    // 0x97, and meanwhile the producer is acknowledged and the fast one gets every message.
+    for _ in 0..count {
+        fast.publish_packet().await;
+    }
+    let mut acks = 0;
+    while acks < count {
+        producer.puback().await;
+        acks += 1;
+    }
+    sending.await.unwrap();
+    let metrics = server.broker.metrics.render();
+    assert!(
+        metrics.contains("converge_messages_dropped_total{reason=\"queue_full\"}"),
+        "{metrics}"
+    );
+    // The slow client's connection was closed by the server with DISCONNECT 0x97 at its end.
+    let rest = read_to_close(&mut slow).await;
+    let tail = &rest[rest.len().saturating_sub(4)..];
+    assert_eq!(
+        tail,
+        &[0xE0, 0x02, 0x97, 0x00][..],
+        "ends with DISCONNECT quota exceeded"
+    );
+    server.shutdown().await.unwrap();
+}

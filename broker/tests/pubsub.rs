@@ -78,10 +78,7 @@ async fn retained_messages_are_sent_on_subscribe_and_cleared_by_empty_payload() 
         .publish("state/valve", QoS::AtLeastOnce, true, "open")
         .await
         .unwrap();
-    publ.expect("PUBACK", |p| {
-        matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    publ.puback().await;
     let mut sub = Client5::connect(env.v5("sub", addr)).await.unwrap();
     sub.subscribe("state/#", QoS::AtLeastOnce).await;
     let p = sub.publish_packet().await;
@@ -124,10 +121,7 @@ async fn retain_handling_and_retain_as_published() {
         .publish("r/x", QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
-    publ.expect("PUBACK", |p| {
-        matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    publ.puback().await;
     let mut sub = Client5::connect(env.v5("sub", addr)).await.unwrap();
     let mut f = Filter::new("r/#", QoS::AtLeastOnce);
     f.retain_forward_rule = RetainForwardRule::Never;
@@ -227,14 +221,11 @@ async fn session_resumes_after_reconnect_with_queued_messages() {
     let env = Env::new();
     let server = env.start().await;
     let addr = server.tls_addr.unwrap();
-    let mut o = env.v5("offline", addr);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(3600));
+    let o = env.v5_persistent("offline", addr, 3600);
     let mut c = Client5::connect(o.clone()).await.unwrap();
     assert!(!c.connack.session_present);
     c.subscribe("q/#", QoS::AtLeastOnce).await;
-    c.client.disconnect().await.unwrap();
-    let _ = c.closed().await;
+    c.leave().await;
     let mut publ = Client5::connect(env.v5("pub", addr)).await.unwrap();
     for i in 0..5 {
         publ.client
@@ -243,10 +234,7 @@ async fn session_resumes_after_reconnect_with_queued_messages() {
             .unwrap();
     }
     for _ in 0..5 {
-        publ.expect("PUBACK", |p| {
-            matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)).then_some(())
-        })
-        .await;
+        publ.puback().await;
     }
     let mut c = Client5::connect(o).await.unwrap();
     assert!(c.connack.session_present);
@@ -262,13 +250,10 @@ async fn session_and_retained_survive_a_server_restart() {
     let env = Env::new();
     let server = env.start().await;
     let addr = server.tls_addr.unwrap();
-    let mut o = env.v5("persist", addr);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(3600));
+    let o = env.v5_persistent("persist", addr, 3600);
     let mut c = Client5::connect(o).await.unwrap();
     c.subscribe("p/#", QoS::ExactlyOnce).await;
-    c.client.disconnect().await.unwrap();
-    let _ = c.closed().await;
+    c.leave().await;
     let mut publ = Client5::connect(env.v5("pub", addr)).await.unwrap();
     publ.client
         .publish("p/1", QoS::ExactlyOnce, true, "one")
@@ -284,9 +269,7 @@ async fn session_and_retained_survive_a_server_restart() {
     let server = env.start().await;
     assert_eq!(server.restored.sessions, 1);
     let addr = server.tls_addr.unwrap();
-    let mut o = env.v5("persist", addr);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(3600));
+    let o = env.v5_persistent("persist", addr, 3600);
     let mut c = Client5::connect(o).await.unwrap();
     assert!(c.connack.session_present);
     let p = c.publish_packet().await;
@@ -394,13 +377,10 @@ async fn message_expiry_is_forwarded_and_enforced() {
     let env = Env::new();
     let server = env.start().await;
     let addr = server.tls_addr.unwrap();
-    let mut o = env.v5("slowpoke", addr);
-    o.set_clean_start(false);
-    o.set_session_expiry_interval(Some(600));
+    let o = env.v5_persistent("slowpoke", addr, 600);
     let mut c = Client5::connect(o.clone()).await.unwrap();
     c.subscribe("e/#", QoS::AtLeastOnce).await;
-    c.client.disconnect().await.unwrap();
-    let _ = c.closed().await;
+    c.leave().await;
     let mut publ = Client5::connect(env.v5("pub", addr)).await.unwrap();
     let short = PublishProperties {
         message_expiry_interval: Some(1),
@@ -419,10 +399,7 @@ async fn message_expiry_is_forwarded_and_enforced() {
         .await
         .unwrap();
     for _ in 0..2 {
-        publ.expect("PUBACK", |p| {
-            matches!(p, rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)).then_some(())
-        })
-        .await;
+        publ.puback().await;
     }
     // Let the short one expire while the subscriber is away (bounded wait for a real clock).
     tokio::time::sleep(Duration::from_millis(1100)).await;

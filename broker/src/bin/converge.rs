@@ -33,6 +33,17 @@ enum Command {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { config: PathBuf },
+    /// Security policies (zones, conduits, device profiles): see docs/SECURITY.md.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; every error is reported with its file:line:column.
+    Check { file: PathBuf },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,13 +58,43 @@ fn main() -> anyhow::Result<()> {
                 config.data_dir = dir;
             }
             init_logging(&config.log.level);
-            tokio::runtime::Builder::new_multi_thread()
+            let mut runtime = match config.runtime.worker_threads {
+                1 => tokio::runtime::Builder::new_current_thread(),
+                n => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    if n > 1 {
+                        b.worker_threads(n);
+                    }
+                    b
+                }
+            };
+            runtime
                 .enable_all()
                 .thread_name("converge")
                 .build()
                 .context("cannot start the async runtime")?
                 .block_on(serve(config))
         }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => match converge_security::check_file(&file) {
+            Ok(policy) => {
+                println!(
+                    "{}: OK ({} zones, {} conduits, {} device profiles)",
+                    file.display(),
+                    policy.zones().len(),
+                    policy.conduits().len(),
+                    policy.profiles().len()
+                );
+                Ok(())
+            }
+            Err(diagnostics) => {
+                for d in &diagnostics {
+                    eprintln!("{d}");
+                }
+                anyhow::bail!("{}: {} error(s)", file.display(), diagnostics.len())
+            }
+        },
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
             println!("{config:?}: OK\n{c:#?}", config = config.display());

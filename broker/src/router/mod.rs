@@ -172,8 +172,14 @@ impl Broker {
             };
             s.next_seq = s.next_seq.max(seq + 1);
             match d.state {
-                DeliveryState::Queued => s.queue.push_back(delivery),
-                _ => s.inflight.push_back(delivery),
+                DeliveryState::Queued => {
+                    s.queue.push_back(delivery);
+                    self.metrics.queued_messages.inc();
+                }
+                _ => {
+                    s.inflight.push_back(delivery);
+                    self.metrics.inflight_messages.inc();
+                }
             }
             summary.queued += 1;
         }
@@ -263,6 +269,7 @@ impl Broker {
                 s.owner = None;
                 s.waker = None;
                 if clean_start {
+                    self.forget_messages(&s);
                     let filters: Vec<String> = s.subscriptions.keys().cloned().collect();
                     let id = s.client_id.clone();
                     drop(s);
@@ -421,6 +428,7 @@ impl Broker {
             if s.generation != generation || s.owner.is_some() {
                 return;
             }
+            self.forget_messages(&s);
             s.subscriptions.keys().cloned().collect()
         };
         for f in filters {
@@ -576,6 +584,12 @@ impl Broker {
             subscriptions: st.trie.len(),
             retained: st.retained.len(),
         }
+    }
+
+    /// A session's queued and in-flight messages are dropped with it: keep the gauges true.
+    fn forget_messages(&self, s: &SessionState) {
+        self.metrics.queued_messages.sub(s.queue.len() as i64);
+        self.metrics.inflight_messages.sub(s.inflight.len() as i64);
     }
 
     fn update_gauges(&self, st: &BrokerState) {

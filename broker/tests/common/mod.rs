@@ -156,6 +156,14 @@ impl Env {
         self.v5_as(id, &self.ca.device(id), addr)
     }
 
+    /// MQTT 5 options for a persistent session: clean start off, the given session expiry.
+    pub fn v5_persistent(&self, id: &str, addr: SocketAddr, expiry_secs: u32) -> v5::MqttOptions {
+        let mut o = self.v5(id, addr);
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(expiry_secs));
+        o
+    }
+
     pub fn v5_as(
         &self,
         id: &str,
@@ -265,6 +273,19 @@ impl Client5 {
             _ => None,
         })
         .await
+    }
+
+    pub async fn puback(&mut self) {
+        self.expect("PUBACK", |p| {
+            matches!(p, v5::mqttbytes::v5::Packet::PubAck(_)).then_some(())
+        })
+        .await
+    }
+
+    /// Sends DISCONNECT and waits for the connection to end.
+    pub async fn leave(mut self) {
+        self.client.disconnect().await.unwrap();
+        let _ = self.closed().await;
     }
 
     pub async fn suback(&mut self) -> v5::mqttbytes::v5::SubAck {
