@@ -36,8 +36,13 @@ use crate::transport::{ListenerKind, PeerIdentity};
 /// Most QoS 1/2 messages moved from the queue to the socket per wake-up, so one busy session
 /// cannot starve the others sharing a worker thread.
 const MAX_SENDS_PER_WAKE: usize = 256;
-/// Bytes read from the socket per read call.
+/// Read buffer of a connection that is idle: most devices send small packets rarely, so an idle
+/// connection keeps only this much (memory per idle connection is what limits a big plant).
+const IDLE_BUFFER: usize = 512;
+/// Room made for the next read once a connection is busy.
 const READ_CHUNK: usize = 16 * 1024;
+/// An output buffer that grew beyond this (a burst of deliveries) is released once written.
+const MAX_IDLE_OUT: usize = 64 * 1024;
 /// How long a connection we closed keeps reading (and discarding) the client's last bytes.
 const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(2);
 /// A peer that does not take our bytes for this long is gone (when it has no keep-alive).
@@ -90,7 +95,7 @@ pub async fn serve<S>(
     let limits = DecodeLimits {
         max_packet_size: broker.config.limits.max_packet_size,
     };
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::with_capacity(IDLE_BUFFER);
 
     // Phase 1: CONNECT, within the connect timeout.
     let connect = loop {
@@ -119,7 +124,7 @@ pub async fn serve<S>(
                 return;
             }
         }
-        rbuf.reserve(READ_CHUNK);
+        prepare_read(&mut rbuf);
         let read = tokio::select! {
             r = reader.read_buf(&mut rbuf) => r,
             _ = tokio::time::sleep_until(deadline) => {
@@ -185,7 +190,7 @@ pub async fn serve<S>(
         client_id: Arc::from(accepted.client_id.as_str()),
         session: attached.session.clone(),
         connection_id: attached.connection_id,
-        out: BytesMut::with_capacity(READ_CHUNK),
+        out: BytesMut::new(),
         pending: VecDeque::new(),
         qos1_pending: 0,
         client_receive_max: accepted.client_receive_max,
@@ -217,7 +222,11 @@ pub async fn serve<S>(
                 Err(_) => break Close::Reason(ReasonCode::KEEP_ALIVE_TIMEOUT, "write timed out"),
             }
             conn.out.clear();
+            if conn.out.capacity() > MAX_IDLE_OUT {
+                conn.out = BytesMut::new();
+            }
         }
+        prepare_read(&mut rbuf);
         let idle_deadline = idle.map(|d| last_packet + d);
         let event = tokio::select! {
             biased;
@@ -277,7 +286,6 @@ pub async fn serve<S>(
                         }
                     }
                 }
-                rbuf.reserve(READ_CHUNK);
             }
             Event::KeepAliveTimeout => {
                 tracing::info!(keep_alive, "keep-alive timeout");
@@ -336,6 +344,16 @@ enum Event {
     Wake,
     Read(std::io::Result<usize>),
     KeepAliveTimeout,
+}
+
+/// Makes room for the next read: small while the connection is quiet, a full chunk once the
+/// small buffer fills up, and back to small when a large buffer has been drained.
+fn prepare_read(rbuf: &mut BytesMut) {
+    if rbuf.is_empty() && rbuf.capacity() > READ_CHUNK {
+        *rbuf = BytesMut::with_capacity(IDLE_BUFFER);
+    } else if rbuf.capacity() - rbuf.len() < IDLE_BUFFER / 2 {
+        rbuf.reserve(READ_CHUNK);
+    }
 }
 
 async fn front(pending: &mut VecDeque<PendingAck>) -> Result<(), StoreError> {
