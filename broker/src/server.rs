@@ -282,8 +282,10 @@ async fn accept_loop(
         tokio::spawn(
             async move {
                 match tls {
+                    // Boxed: the task then holds only the future of the path taken, at its own
+                    // size (memory per idle connection), not the largest of all of them.
                     None => {
-                        connection::serve(
+                        Box::pin(connection::serve(
                             socket,
                             PeerIdentity::default(),
                             remote,
@@ -291,12 +293,13 @@ async fn accept_loop(
                             broker,
                             deadline,
                             shutdown,
-                        )
+                        ))
                         .await
                     }
                     Some(acceptor) => {
                         let handshake =
-                            tokio::time::timeout_at(deadline, acceptor.accept(socket)).await;
+                            Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(socket)))
+                                .await;
                         let stream = match handshake {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
@@ -321,8 +324,10 @@ async fn accept_loop(
                         };
                         let identity =
                             tls::identity_from_chain(stream.get_ref().1.peer_certificates());
-                        connection::serve(stream, identity, remote, ctx, broker, deadline, shutdown)
-                            .await
+                        Box::pin(connection::serve(
+                            stream, identity, remote, ctx, broker, deadline, shutdown,
+                        ))
+                        .await
                     }
                 }
                 drop(permit);
