@@ -2,18 +2,9 @@
 
 mod common;
 
-use common::{Client5, Env, WAIT};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{read_to_close, Client5, Env};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("server closes the connection")
-        .ok();
-    out
-}
 
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_at_once() {
@@ -37,14 +28,7 @@ async fn connections_over_the_limit_are_closed_at_once() {
 #[tokio::test]
 async fn a_socket_that_says_nothing_is_closed_after_the_connect_timeout() {
     let env = Env::new();
-    let server = env
-        .start_with(|c| {
-            c.limits.connect_timeout_secs = 1;
-            c.listeners.tcp.enabled = true;
-            c.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
-            c.listeners.tcp.allow_anonymous = true;
-        })
-        .await;
+    let server = env.start_plain(|c| c.limits.connect_timeout_secs = 1).await;
     let started = tokio::time::Instant::now();
     let mut silent = TcpStream::connect(server.tcp_addr.unwrap()).await.unwrap();
     assert!(read_to_close(&mut silent).await.is_empty());

@@ -5,7 +5,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Client5, Env, WAIT};
+use common::{read_to_close, Client5, Env, WAIT};
 use rumqttc::v5::mqttbytes::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,20 +40,8 @@ async fn after_connect(addr: SocketAddr, level: u8, bad: &[u8]) -> Vec<u8> {
     read_to_close(&mut s).await
 }
 
-async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("server closes the connection")
-        .ok();
-    out
-}
-
 async fn server(env: &Env) -> converge_broker::server::Running {
-    env.start_with(|c| {
-        c.listeners.tcp.enabled = true;
-        c.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
-        c.listeners.tcp.allow_anonymous = true;
+    env.start_plain(|c| {
         c.limits.max_packet_size = 1024;
     })
     .await
@@ -237,10 +225,7 @@ async fn server_topic_alias_leaves_the_topic_out_on_the_wire() {
 async fn a_slow_subscriber_does_not_stall_publishers_or_a_fast_subscriber() {
     let env = Env::new();
     let server = env
-        .start_with(|c| {
-            c.listeners.tcp.enabled = true;
-            c.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
-            c.listeners.tcp.allow_anonymous = true;
+        .start_plain(|c| {
             c.limits.max_queued_messages = 200;
         })
         .await;

@@ -124,6 +124,18 @@ impl Env {
         self.start_with(|_| {}).await
     }
 
+    /// A server that also has the plain listener on 127.0.0.1, anonymous clients allowed (for
+    /// tests that write raw bytes).
+    pub async fn start_plain(&self, tweak: impl FnOnce(&mut Config)) -> Running {
+        self.start_with(|c| {
+            c.listeners.tcp.enabled = true;
+            c.listeners.tcp.bind = "127.0.0.1:0".parse().unwrap();
+            c.listeners.tcp.allow_anonymous = true;
+            tweak(c);
+        })
+        .await
+    }
+
     pub async fn start_with(&self, tweak: impl FnOnce(&mut Config)) -> Running {
         let mut c = self.config();
         tweak(&mut c);
@@ -193,6 +205,17 @@ impl Env {
 
 pub fn data_dir(c: &Config) -> &Path {
     &c.data_dir
+}
+
+/// Everything the server sends on a raw socket until it closes it (bounded by `WAIT`).
+pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("server closes the connection")
+        .ok();
+    out
 }
 
 /// An MQTT 5 client whose event loop runs in a task; incoming packets arrive on `events`.
