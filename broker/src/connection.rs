@@ -105,10 +105,17 @@ pub async fn serve<S>(
             Ok(None) => {}
             Err(DecodeError::UnsupportedProtocolVersion(level)) => {
                 tracing::info!(level, "refused: unsupported protocol version");
+                // A level-5 client with a wrong protocol name reads a v5 CONNACK (0x84); any
+                // other client gets the 3.1.1 form (return code 0x01).
+                let answer = if level == 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
                 reject_connect(
                     &mut writer,
                     &broker,
-                    ProtocolVersion::V311,
+                    answer,
                     ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
                 )
                 .await;

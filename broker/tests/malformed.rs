@@ -149,6 +149,18 @@ async fn first_packet_must_be_connect_and_versions_are_checked() {
         "3.1.1-style CONNACK 0x01, then close"
     );
 
+    // Level 5 with the wrong protocol name: a v5 CONNACK with 0x84 and no properties.
+    let mut wrong_name = connect_packet(5, "hj");
+    wrong_name[4..8].copy_from_slice(b"MQTX");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&wrong_name).await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert_eq!(
+        got,
+        vec![0x20, 0x03, 0x00, 0x84, 0x00],
+        "v5 CONNACK 0x84, then close"
+    );
+
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&[0x10, 0xFF, 0xFF, 0xFF, 0x7F]).await.unwrap(); // CONNECT declaring 256 MiB
     assert!(read_to_close(&mut s).await.is_empty());
