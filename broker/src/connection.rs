@@ -28,7 +28,7 @@ use crate::mqtt::packet::{
 use crate::mqtt::topic;
 use crate::persist::record::{self, DeliveryState};
 use crate::persist::{Cf, Op, StoreError};
-use crate::router::message::{now_ms, Delivery};
+use crate::router::message::Delivery;
 use crate::router::{self, Broker, PendingWill};
 use crate::session::{self, SharedSession, Subscription};
 use crate::transport::{ListenerKind, PeerIdentity};
@@ -1077,7 +1077,7 @@ impl Conn {
             .iter()
             .cloned()
             .collect();
-        let now = now_ms();
+        let now = self.broker.clock.now_ms();
         for d in inflight {
             match d.state {
                 DeliveryState::Sent(pid) => {
@@ -1096,7 +1096,7 @@ impl Conn {
 
     /// Moves queued messages to the socket while the client's receive window has room.
     fn pump(&mut self) {
-        let now = now_ms();
+        let now = self.broker.clock.now_ms();
         let mut detached = Vec::new();
         let mut sent = 0usize;
         let session = self.session.clone();

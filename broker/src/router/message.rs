@@ -3,6 +3,7 @@
 //! A `Message` is shared (`Arc`) by every subscriber that receives it; it caches its encoded
 //! QoS 0 frames so that subscribers who receive the very same bytes share one encoding.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,27 @@ use crate::mqtt::codec;
 use crate::mqtt::packet::{Packet, PacketId, ProtocolVersion, Publish, QoS};
 use crate::persist::record::DeliveryState;
 
-/// Wall-clock milliseconds since the Unix epoch (message expiry survives restarts).
+/// The broker's clock for message and session expiry: wall-clock milliseconds (so expiry
+/// survives restarts) plus an offset that only `advance` changes, so that tests can let time
+/// pass without waiting for it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicU64,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        now_ms().saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock forward (tests and simulations; never called by the server itself).
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -26,7 +26,7 @@ use crate::persist::record::{self, DeliveryState, StoredDelivery, StoredRetained
 use crate::persist::store::Row;
 use crate::persist::{Cf, Op, Store, StoreError};
 use crate::session::{self, SessionState, SharedSession, Subscription};
-use message::{now_ms, Delivery, Message};
+use message::{Clock, Delivery, Message};
 use trie::{SubEntry, SubscriptionTrie};
 
 /// Everything the router guards with its one lock.
@@ -47,6 +47,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub started: std::time::Instant,
+    /// Clock of message and session expiry.
+    pub clock: Clock,
 }
 
 /// What `Broker::connect` hands to the connection that now owns a session.
@@ -85,6 +87,7 @@ impl Broker {
             metrics,
             config,
             started: std::time::Instant::now(),
+            clock: Clock::default(),
         }
     }
 
@@ -96,7 +99,7 @@ impl Broker {
     /// Restores persistent sessions and retained messages from the store. Sessions that expired
     /// while the server was down are deleted.
     pub fn restore(&self) -> Result<RestoreSummary, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut summary = RestoreSummary::default();
         let mut expired_ops = Vec::new();
         let mut st = self.lock();
@@ -234,7 +237,7 @@ impl Broker {
                 )
             })
             .collect();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for (s, expiry, at, generation) in sessions {
             if expiry == u32::MAX {
                 continue;
@@ -346,7 +349,7 @@ impl Broker {
                 s.owner = None;
                 s.waker = None;
                 s.kick = None;
-                s.disconnected_at_ms = now_ms();
+                s.disconnected_at_ms = self.clock.now_ms();
             }
             (owner, s.expiry_interval, s.generation, s.client_id.clone())
         };
@@ -476,7 +479,7 @@ impl Broker {
 
     /// Routes a PUBLISH (topic already resolved from any alias) to every matching session.
     pub fn publish(&self, publish: Publish, publisher: Option<Arc<str>>) -> Routed {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let msg = Arc::new(Message::new(publish, publisher, now));
         self.metrics.messages_received.inc();
         let mut ops = Vec::new();
@@ -527,7 +530,7 @@ impl Broker {
             };
         let mut retained = Vec::new();
         if send_retained {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             for (t, m) in &st.retained {
                 if m.expired(now) || !topic::matches(plain, t) {
                     continue;
