@@ -189,7 +189,7 @@ pub async fn serve<S>(
     broker.metrics.connections.inc();
     tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
 
-    let connack = accepted.connack(attached.session_present);
+    let connack = accepted.connack(attached.session_present, &broker.config);
     let mut conn = Conn {
         broker: broker.clone(),
         listener,
@@ -363,6 +363,17 @@ fn prepare_read(rbuf: &mut BytesMut) {
     }
 }
 
+impl PendingAck {
+    /// An acknowledgement with nothing to wait for; it still queues behind earlier ones.
+    fn immediate(packet: Packet) -> PendingAck {
+        PendingAck {
+            packet,
+            commit: commit_ready(),
+            then: Vec::new(),
+        }
+    }
+}
+
 async fn front(pending: &mut VecDeque<PendingAck>) -> Result<(), StoreError> {
     match pending.front_mut() {
         Some(p) => p.commit.as_mut().await,
@@ -412,21 +423,18 @@ struct Accepted {
     client_max_packet: Option<u32>,
     client_alias_max: u16,
     will: Option<PendingWill>,
-    config_receive_max: u16,
-    config_alias_max: u16,
-    config_max_packet: u32,
-    retain_available: bool,
     version: ProtocolVersion,
 }
 
 impl Accepted {
-    fn connack(&self, session_present: bool) -> ConnAck {
+    /// The CONNACK: what this connection negotiated plus what the server announces.
+    fn connack(&self, session_present: bool, cfg: &crate::config::Config) -> ConnAck {
         let mut properties = Properties::default();
         if self.version == ProtocolVersion::V5 {
-            properties.receive_maximum = Some(self.config_receive_max);
-            properties.topic_alias_maximum = Some(self.config_alias_max);
-            properties.maximum_packet_size = Some(self.config_max_packet);
-            if !self.retain_available {
+            properties.receive_maximum = Some(cfg.limits.receive_maximum);
+            properties.topic_alias_maximum = Some(cfg.limits.topic_alias_maximum);
+            properties.maximum_packet_size = Some(cfg.limits.max_packet_size);
+            if !cfg.mqtt.retain_available {
                 properties.retain_available = Some(0);
             }
             if self.assigned_id {
@@ -552,10 +560,6 @@ fn accept_connect(
             0
         },
         will,
-        config_receive_max: cfg.limits.receive_maximum,
-        config_alias_max: cfg.limits.topic_alias_maximum,
-        config_max_packet: cfg.limits.max_packet_size,
-        retain_available: cfg.mqtt.retain_available,
         version: c.protocol,
     })
 }
@@ -737,11 +741,7 @@ impl Conn {
                 if duplicate {
                     // Already routed (method B of MQTT-4.3.3): only answer again.
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::SUCCESS);
-                    self.pending.push_back(PendingAck {
-                        packet,
-                        commit: commit_ready(),
-                        then: Vec::new(),
-                    });
+                    self.pending.push_back(PendingAck::immediate(packet));
                     return Ok(());
                 }
                 if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
@@ -752,11 +752,7 @@ impl Conn {
                 }
                 if refused {
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::NOT_AUTHORIZED);
-                    self.pending.push_back(PendingAck {
-                        packet,
-                        commit: commit_ready(),
-                        then: Vec::new(),
-                    });
+                    self.pending.push_back(PendingAck::immediate(packet));
                     return Ok(());
                 }
                 session::lock(&self.session).inbound_qos2.insert(pid);
@@ -812,11 +808,7 @@ impl Conn {
                 };
                 let packet = self.ack(PubRespKind::PubComp, r.packet_id, reason);
                 // Behind any PUBREC still waiting for its commit, to keep the flow in order.
-                self.pending.push_back(PendingAck {
-                    packet,
-                    commit: commit_ready(),
-                    then: Vec::new(),
-                });
+                self.pending.push_back(PendingAck::immediate(packet));
             }
             PubRespKind::PubAck | PubRespKind::PubComp => {
                 let want_qos = if r.kind == PubRespKind::PubAck {

@@ -132,15 +132,12 @@ impl Broker {
                 rec.disconnected_at_ms
             };
             for sub in rec.subscriptions {
-                let (group, filter) = match topic::parse_shared(&sub.filter) {
-                    Ok(Some((g, f))) => (Some(g.to_string()), f.to_string()),
-                    _ => (None, sub.filter.clone()),
-                };
+                let (group, filter) = split_shared(&sub.filter);
                 let entry = SubEntry {
                     options: sub.options,
                     identifier: sub.identifier,
                 };
-                st.trie.insert(&filter, group.as_deref(), &id, entry);
+                st.trie.insert(filter, group, &id, entry);
                 s.subscriptions.insert(
                     sub.filter,
                     Subscription {
@@ -502,10 +499,7 @@ impl Broker {
         sub: Subscription,
     ) -> (bool, Vec<Delivery>) {
         let mut st = self.lock();
-        let (group, plain) = match topic::parse_shared(filter) {
-            Ok(Some((g, f))) => (Some(g), f),
-            _ => (None, filter),
-        };
+        let (group, plain) = split_shared(filter);
         let client_id = session::lock(session).client_id.clone();
         st.trie.insert(
             plain,
@@ -618,11 +612,19 @@ pub struct Stats {
     pub retained: usize,
 }
 
-fn remove_from_trie(trie: &mut SubscriptionTrie, filter: &str, client_id: &str) {
+/// A session's filter as the trie keys it: `$share/g/f` is group `g` on filter `f`. Filters
+/// reach the session only after validation, so an unparsable `$share` cannot occur here; it
+/// would be treated as a plain filter.
+fn split_shared(filter: &str) -> (Option<&str>, &str) {
     match topic::parse_shared(filter) {
-        Ok(Some((g, f))) => trie.remove(f, Some(g), client_id),
-        _ => trie.remove(filter, None, client_id),
-    };
+        Ok(Some((group, plain))) => (Some(group), plain),
+        _ => (None, filter),
+    }
+}
+
+fn remove_from_trie(trie: &mut SubscriptionTrie, filter: &str, client_id: &str) {
+    let (group, plain) = split_shared(filter);
+    trie.remove(plain, group, client_id);
 }
 
 /// Stores or (empty payload) deletes the retained message of the topic (MQTT-3.3.1-5/6).
