@@ -22,6 +22,8 @@ cat > "$work/interop.toml" <<TOML
 data_dir = "$work/data"
 [listeners.tls]
 enabled = false
+[listeners.quic]
+enabled = false
 [listeners.tcp]
 enabled = true
 bind = "127.0.0.1:$PORT"

@@ -73,6 +73,41 @@ impl Default for Config {
 pub struct Listeners {
     pub tls: TlsListener,
     pub tcp: TcpListener,
+    pub quic: QuicListener,
+}
+
+/// MQTT over QUIC (EMQX's mapping, ALPN `mqtt`). Certificates, identity rules and
+/// `deny_subscribe` are the TLS listener's, so a device has the same identity and rights on
+/// both transports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicListener {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Data streams a client may have open at once besides the control stream (QUIC stream
+    /// credit: the client cannot open more).
+    pub max_streams_per_connection: u32,
+    /// Handshakes being processed at once; an Initial beyond this is dropped (the client
+    /// retransmits it).
+    pub max_handshakes_in_flight: usize,
+    /// New handshakes per second above which clients must first prove their address with a
+    /// Retry token (one more round trip, no state on our side until they do). 0: always.
+    pub retry_above_handshakes_per_sec: u32,
+    /// 0-RTT early data. Off; enabling it is refused until CONNECT-only early data is built.
+    pub zero_rtt: bool,
+}
+
+impl Default for QuicListener {
+    fn default() -> Self {
+        QuicListener {
+            enabled: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 14567)),
+            max_streams_per_connection: 16,
+            max_handshakes_in_flight: 512,
+            retry_above_handshakes_per_sec: 200,
+            zero_rtt: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,8 +375,27 @@ impl Config {
                 ),
             ));
         }
-        if !self.listeners.tls.enabled && !tcp.enabled {
+        let quic = &self.listeners.quic;
+        if !self.listeners.tls.enabled && !tcp.enabled && !quic.enabled {
             return Err(invalid("listeners", "no listener is enabled"));
+        }
+        if quic.zero_rtt {
+            return Err(invalid(
+                "listeners.quic.zero_rtt",
+                "0-RTT is not supported: early data is replayable, and CONNECT-only early data is not built yet",
+            ));
+        }
+        if quic.max_streams_per_connection > 1_000 {
+            return Err(invalid(
+                "listeners.quic.max_streams_per_connection",
+                "must be at most 1000",
+            ));
+        }
+        if quic.max_handshakes_in_flight == 0 {
+            return Err(invalid(
+                "listeners.quic.max_handshakes_in_flight",
+                "must be at least 1",
+            ));
         }
         let tls = &self.listeners.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {

@@ -77,21 +77,89 @@ struct PendingAck {
     packet: Packet,
     commit: AckFuture,
     then: Vec<Delivery>,
+    /// The stream that carried the request: the answer goes back on it.
+    route: Route,
+}
+
+/// A stream of the connection. TLS and TCP have one; a QUIC connection has its control stream
+/// (`Route::CONTROL`) plus the data streams the client opens (EMQX's multi-stream mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route(pub u64);
+
+impl Route {
+    /// The connection's first stream: CONNECT, CONNACK, PINGREQ/RESP, DISCONNECT, AUTH.
+    pub const CONTROL: Route = Route(0);
+}
+
+/// What the connection loop needs of a transport: bytes in, tagged with the stream they came
+/// on, and bytes out to a stream. A transport with several streams must hand over whole MQTT
+/// packets of one stream per `read`, so that every decoded packet has one route.
+pub trait Link: Send {
+    /// Appends received bytes to `buf`; returns their stream and how many (0: the connection,
+    /// or its control stream, ended). Cancel-safe: it runs inside `select!`.
+    fn read(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> impl Future<Output = std::io::Result<(Route, usize)>> + Send;
+
+    /// Writes all of `bytes` to the stream `route`; a stream that is gone falls back to the
+    /// control stream.
+    fn write(
+        &mut self,
+        route: Route,
+        bytes: &[u8],
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Ends the connection once what was written is sent. `reason` is why the server closes
+    /// (a transport with its own close codes passes it on); None for a normal end.
+    fn close(&mut self, reason: Option<ReasonCode>) -> impl Future<Output = ()> + Send;
+
+    /// True when packets may travel on several streams: the loop then answers on the stream
+    /// that carried each request and sends messages without topic aliases (a stream may
+    /// overtake another, so an alias set up on one could be used before it is known).
+    fn multi_stream(&self) -> bool {
+        false
+    }
+}
+
+/// A `Link` over one byte stream (TCP, TLS).
+pub struct StreamLink<S> {
+    reader: tokio::io::ReadHalf<S>,
+    writer: tokio::io::WriteHalf<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send> StreamLink<S> {
+    pub fn new(stream: S) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        StreamLink { reader, writer }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send> Link for StreamLink<S> {
+    async fn read(&mut self, buf: &mut BytesMut) -> std::io::Result<(Route, usize)> {
+        let n = self.reader.read_buf(buf).await?;
+        Ok((Route::CONTROL, n))
+    }
+
+    async fn write(&mut self, _route: Route, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
+    }
+
+    async fn close(&mut self, _reason: Option<ReasonCode>) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+    }
 }
 
 /// Runs one client connection to its end. `deadline` bounds the time until CONNECT is read.
-pub async fn serve<S>(
-    stream: S,
+pub async fn serve<L: Link>(
+    mut link: L,
     peer: PeerIdentity,
     remote: SocketAddr,
     listener: Arc<ListenerContext>,
     broker: Arc<Broker>,
     deadline: Instant,
     mut shutdown: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let (mut reader, mut writer) = tokio::io::split(stream);
+) {
     let limits = DecodeLimits {
         max_packet_size: broker.config.limits.max_packet_size,
     };
@@ -113,7 +181,7 @@ pub async fn serve<S>(
                     ProtocolVersion::V311
                 };
                 reject_connect(
-                    &mut writer,
+                    &mut link,
                     &broker,
                     answer,
                     ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
@@ -133,7 +201,7 @@ pub async fn serve<S>(
         }
         prepare_read(&mut rbuf);
         let read = tokio::select! {
-            r = reader.read_buf(&mut rbuf) => r,
+            r = link.read(&mut rbuf) => r,
             _ = tokio::time::sleep_until(deadline) => {
                 broker.metrics.connections_rejected.with_label_values(&["connect_timeout"]).inc();
                 tracing::info!("no CONNECT before the connect timeout; closing");
@@ -142,8 +210,8 @@ pub async fn serve<S>(
             _ = shutdown.changed() => return,
         };
         match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => broker.metrics.bytes_received.inc_by(n as u64),
+            Ok((_, 0)) | Err(_) => return,
+            Ok((_, n)) => broker.metrics.bytes_received.inc_by(n as u64),
         }
     };
     broker
@@ -162,7 +230,7 @@ pub async fn serve<S>(
                 .with_label_values(&[&format!("0x{:02X}", reason.0)])
                 .inc();
             tracing::info!(client_id = %connect.client_id, reason = format!("0x{:02X}", reason.0), "CONNECT refused");
-            reject_connect(&mut writer, &broker, version, reason).await;
+            reject_connect(&mut link, &broker, version, reason).await;
             return;
         }
     };
@@ -176,13 +244,7 @@ pub async fn serve<S>(
     );
     if let Err(e) = broker.store.submit(attached.ops).wait().await {
         tracing::error!(error = %e, "cannot persist session; refusing connection");
-        reject_connect(
-            &mut writer,
-            &broker,
-            version,
-            ReasonCode::SERVER_UNAVAILABLE,
-        )
-        .await;
+        reject_connect(&mut link, &broker, version, ReasonCode::SERVER_UNAVAILABLE).await;
         broker.disconnected(&attached.session, attached.connection_id, None);
         return;
     }
@@ -198,11 +260,19 @@ pub async fn serve<S>(
         session: attached.session.clone(),
         connection_id: attached.connection_id,
         out: BytesMut::new(),
+        multi_stream: link.multi_stream(),
+        route: Route::CONTROL,
+        segments: Vec::new(),
+        sub_routes: Vec::new(),
         pending: VecDeque::new(),
         qos1_pending: 0,
         client_receive_max: accepted.client_receive_max,
         client_max_packet: accepted.client_max_packet,
-        client_alias_max: accepted.client_alias_max,
+        client_alias_max: if link.multi_stream() {
+            0
+        } else {
+            accepted.client_alias_max
+        },
         in_aliases: HashMap::new(),
         out_aliases: HashMap::new(),
         session_expiry: accepted.session_expiry,
@@ -223,14 +293,10 @@ pub async fn serve<S>(
     let close = 'conn: loop {
         if !conn.out.is_empty() {
             let n = conn.out.len();
-            match tokio::time::timeout(write_timeout, writer.write_all(&conn.out)).await {
+            match tokio::time::timeout(write_timeout, conn.flush(&mut link)).await {
                 Ok(Ok(())) => broker.metrics.bytes_sent.inc_by(n as u64),
                 Ok(Err(_)) => break Close::Network,
                 Err(_) => break Close::Reason(ReasonCode::KEEP_ALIVE_TIMEOUT, "write timed out"),
-            }
-            conn.out.clear();
-            if conn.out.capacity() > MAX_IDLE_OUT {
-                conn.out = BytesMut::new();
             }
         }
         prepare_read(&mut rbuf);
@@ -240,7 +306,7 @@ pub async fn serve<S>(
             r = &mut kicked => Event::Kicked(r.ok()),
             r = front(&mut conn.pending), if !conn.pending.is_empty() => Event::Committed(r),
             _ = conn.waker.notified() => Event::Wake,
-            r = reader.read_buf(&mut rbuf) => Event::Read(r),
+            r = link.read(&mut rbuf) => Event::Read(r),
             _ = sleep_until_opt(idle_deadline) => Event::KeepAliveTimeout,
         };
         match event {
@@ -261,13 +327,15 @@ pub async fn serve<S>(
                 if matches!(&done.packet, Packet::PubResp(r) if r.kind == PubRespKind::PubAck) {
                     conn.qos1_pending = conn.qos1_pending.saturating_sub(1);
                 }
+                conn.route = done.route;
                 conn.send(&done.packet);
                 conn.queue_deliveries(done.then);
             }
             Event::Wake => conn.pump(),
-            Event::Read(Ok(0)) | Event::Read(Err(_)) => break Close::Network,
-            Event::Read(Ok(n)) => {
+            Event::Read(Ok((_, 0))) | Event::Read(Err(_)) => break Close::Network,
+            Event::Read(Ok((route, n))) => {
                 broker.metrics.bytes_received.inc_by(n as u64);
+                conn.route = route;
                 loop {
                     match codec::decode(&mut rbuf, Some(version), &limits) {
                         Ok(Some(packet)) => {
@@ -310,12 +378,13 @@ pub async fn serve<S>(
             );
             if version == ProtocolVersion::V5 {
                 conn.out.clear();
+                conn.segments.clear();
+                conn.route = Route::CONTROL;
                 conn.send(&Packet::Disconnect(Disconnect {
                     reason: *reason,
                     properties: Properties::default(),
                 }));
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), writer.write_all(&conn.out)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.flush(&mut link)).await;
             }
             // A server-initiated close is not a clean client disconnect: the will goes out.
             true
@@ -323,7 +392,11 @@ pub async fn serve<S>(
         Close::ClientDisconnect { publish_will } => *publish_will,
         Close::Network => true,
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    let close_reason = match &close {
+        Close::Reason(reason, _) => Some(*reason),
+        _ => None,
+    };
+    link.close(close_reason).await;
     let will = if publish_will { conn.will.take() } else { None };
     broker.metrics.connections.dec();
     broker.disconnected(&conn.session, conn.connection_id, will);
@@ -334,8 +407,8 @@ pub async fn serve<S>(
         let _ = tokio::time::timeout(DRAIN_AFTER_DISCONNECT, async {
             loop {
                 rbuf.clear();
-                match reader.read_buf(&mut rbuf).await {
-                    Ok(0) | Err(_) => break,
+                match link.read(&mut rbuf).await {
+                    Ok((_, 0)) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
@@ -349,7 +422,7 @@ enum Event {
     Kicked(Option<ReasonCode>),
     Committed(Result<(), StoreError>),
     Wake,
-    Read(std::io::Result<usize>),
+    Read(std::io::Result<(Route, usize)>),
     KeepAliveTimeout,
 }
 
@@ -360,17 +433,6 @@ fn prepare_read(rbuf: &mut BytesMut) {
         *rbuf = BytesMut::with_capacity(IDLE_BUFFER);
     } else if rbuf.capacity() - rbuf.len() < IDLE_BUFFER / 2 {
         rbuf.reserve(READ_CHUNK);
-    }
-}
-
-impl PendingAck {
-    /// An acknowledgement with nothing to wait for; it still queues behind earlier ones.
-    fn immediate(packet: Packet) -> PendingAck {
-        PendingAck {
-            packet,
-            commit: commit_ready(),
-            then: Vec::new(),
-        }
     }
 }
 
@@ -388,8 +450,8 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn reject_connect<W: AsyncWrite + Unpin>(
-    writer: &mut W,
+async fn reject_connect<L: Link>(
+    link: &mut L,
     broker: &Broker,
     version: ProtocolVersion,
     reason: ReasonCode,
@@ -406,9 +468,10 @@ async fn reject_connect<W: AsyncWrite + Unpin>(
             .packets_sent
             .with_label_values(&["connack"])
             .inc();
-        let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(&out)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), link.write(Route::CONTROL, &out)).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    link.close(Some(reason)).await;
 }
 
 /// The outcome of checking a CONNECT.
@@ -469,7 +532,7 @@ fn accept_connect(
     let mut client_id = c.client_id.clone();
     let mut assigned_id = false;
     match listener.kind {
-        ListenerKind::Tls => {
+        ListenerKind::Tls | ListenerKind::Quic => {
             let Some(cn) = peer.common_name.as_deref() else {
                 return Err(ReasonCode::NOT_AUTHORIZED);
             };
@@ -573,6 +636,15 @@ struct Conn {
     session: SharedSession,
     connection_id: u64,
     out: BytesMut,
+    /// Several streams carry packets (QUIC multi-stream): `out` is then cut into `segments`.
+    multi_stream: bool,
+    /// The stream that what is sent now belongs to.
+    route: Route,
+    /// Where in `out` the stream changes: (offset, route); before the first, the control stream.
+    segments: Vec<(usize, Route)>,
+    /// Subscriptions made on each stream (plain filter, stream), newest last: a message goes
+    /// out on the stream of the newest subscription it matches.
+    sub_routes: Vec<(String, Route)>,
     pending: VecDeque<PendingAck>,
     /// QoS 1 PUBLISHes received and not yet acknowledged (Receive Maximum accounting).
     qos1_pending: usize,
@@ -591,7 +663,67 @@ impl Conn {
         self.version == ProtocolVersion::V5
     }
 
+    /// Notes that the next bytes of `out` belong to `self.route`.
+    fn mark_route(&mut self) {
+        if !self.multi_stream {
+            return;
+        }
+        let current = self.segments.last().map_or(Route::CONTROL, |s| s.1);
+        if current != self.route {
+            self.segments.push((self.out.len(), self.route));
+        }
+    }
+
+    /// Writes `out` to the link, each segment to its stream, and empties it.
+    async fn flush<L: Link>(&mut self, link: &mut L) -> std::io::Result<()> {
+        let mut start = 0;
+        let mut route = Route::CONTROL;
+        for &(end, next) in &self.segments {
+            if let Some(bytes) = self.out.get(start..end) {
+                if !bytes.is_empty() {
+                    link.write(route, bytes).await?;
+                }
+            }
+            start = end;
+            route = next;
+        }
+        if let Some(bytes) = self.out.get(start..) {
+            if !bytes.is_empty() {
+                link.write(route, bytes).await?;
+            }
+        }
+        self.out.clear();
+        self.segments.clear();
+        if self.out.capacity() > MAX_IDLE_OUT {
+            self.out = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// The stream a message for `topic` goes out on: that of the newest matching subscription.
+    fn delivery_route(&self, topic: &str) -> Route {
+        if !self.multi_stream {
+            return Route::CONTROL;
+        }
+        self.sub_routes
+            .iter()
+            .rev()
+            .find(|(filter, _)| topic::matches(filter, topic))
+            .map_or(Route::CONTROL, |(_, route)| *route)
+    }
+
+    /// Queues an acknowledgement behind earlier ones, for the stream of the current request.
+    fn push_ack(&mut self, packet: Packet, commit: AckFuture, then: Vec<Delivery>) {
+        self.pending.push_back(PendingAck {
+            packet,
+            commit,
+            then,
+            route: self.route,
+        });
+    }
+
     fn send(&mut self, packet: &Packet) {
+        self.mark_route();
         match codec::encode(packet, self.version, &mut self.out) {
             Ok(_) => self
                 .broker
@@ -604,6 +736,7 @@ impl Conn {
     }
 
     fn send_frame(&mut self, frame: &Bytes) {
+        self.mark_route();
         self.out.extend_from_slice(frame);
         self.broker
             .metrics
@@ -727,11 +860,7 @@ impl Conn {
                 };
                 self.qos1_pending += 1;
                 let packet = self.ack(PubRespKind::PubAck, pid, reason);
-                self.pending.push_back(PendingAck {
-                    packet,
-                    commit,
-                    then: Vec::new(),
-                });
+                self.push_ack(packet, commit, Vec::new());
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let (duplicate, persistent) = {
@@ -741,7 +870,7 @@ impl Conn {
                 if duplicate {
                     // Already routed (method B of MQTT-4.3.3): only answer again.
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::SUCCESS);
-                    self.pending.push_back(PendingAck::immediate(packet));
+                    self.push_ack(packet, commit_ready(), Vec::new());
                     return Ok(());
                 }
                 if self.inbound_unacked() >= usize::from(cfg.limits.receive_maximum) {
@@ -752,7 +881,7 @@ impl Conn {
                 }
                 if refused {
                     let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::NOT_AUTHORIZED);
-                    self.pending.push_back(PendingAck::immediate(packet));
+                    self.push_ack(packet, commit_ready(), Vec::new());
                     return Ok(());
                 }
                 session::lock(&self.session).inbound_qos2.insert(pid);
@@ -766,11 +895,7 @@ impl Conn {
                 }
                 let packet = self.ack(PubRespKind::PubRec, pid, matched_reason(routed.matched));
                 let commit = boxed(self.broker.store.submit(routed.ops));
-                self.pending.push_back(PendingAck {
-                    packet,
-                    commit,
-                    then: Vec::new(),
-                });
+                self.push_ack(packet, commit, Vec::new());
             }
             // The decoder guarantees a packet id for QoS 1/2.
             (_, None) => {
@@ -808,7 +933,7 @@ impl Conn {
                 };
                 let packet = self.ack(PubRespKind::PubComp, r.packet_id, reason);
                 // Behind any PUBREC still waiting for its commit, to keep the flow in order.
-                self.pending.push_back(PendingAck::immediate(packet));
+                self.push_ack(packet, commit_ready(), Vec::new());
             }
             PubRespKind::PubAck | PubRespKind::PubComp => {
                 let want_qos = if r.kind == PubRespKind::PubAck {
@@ -952,6 +1077,10 @@ impl Conn {
             );
             retained.append(&mut found);
             changed = true;
+            if self.multi_stream {
+                self.sub_routes.retain(|(f, _)| f != plain);
+                self.sub_routes.push((plain.to_owned(), self.route));
+            }
             reasons.push(ReasonCode(f.options.qos as u8));
         }
         let commit = self.persist_session(changed);
@@ -960,11 +1089,7 @@ impl Conn {
             properties: Properties::default(),
             reasons,
         });
-        self.pending.push_back(PendingAck {
-            packet,
-            commit,
-            then: retained,
-        });
+        self.push_ack(packet, commit, retained);
         Ok(())
     }
 
@@ -973,6 +1098,13 @@ impl Conn {
         let mut changed = false;
         for f in &u.filters {
             let existed = self.broker.unsubscribe(&self.session, f);
+            if self.multi_stream {
+                let plain = match topic::parse_shared(f) {
+                    Ok(Some((_, plain))) => plain,
+                    _ => f.as_str(),
+                };
+                self.sub_routes.retain(|(sf, _)| sf != plain);
+            }
             changed |= existed;
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -989,11 +1121,7 @@ impl Conn {
             properties: Properties::default(),
             reasons,
         });
-        self.pending.push_back(PendingAck {
-            packet,
-            commit,
-            then: Vec::new(),
-        });
+        self.push_ack(packet, commit, Vec::new());
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Close> {
@@ -1070,7 +1198,9 @@ impl Conn {
             .cloned()
             .collect();
         let now = self.broker.clock.now_ms();
+        let saved = self.route;
         for d in inflight {
+            self.route = self.delivery_route(&d.msg.publish.topic);
             match d.state {
                 DeliveryState::Sent(pid) => {
                     if let Some(p) = self.outgoing_publish(&d, Some(pid), true, now) {
@@ -1084,6 +1214,7 @@ impl Conn {
                 DeliveryState::Queued => {}
             }
         }
+        self.route = saved;
     }
 
     /// Moves queued messages to the socket while the client's receive window has room.
@@ -1096,6 +1227,7 @@ impl Conn {
         if s.owner != Some(self.connection_id) {
             return;
         }
+        let saved = self.route;
         while sent < MAX_SENDS_PER_WAKE {
             let Some(front) = s.queue.front() else { break };
             if front.qos != QoS::AtMostOnce
@@ -1107,6 +1239,7 @@ impl Conn {
                 break;
             };
             self.broker.metrics.queued_messages.dec();
+            self.route = self.delivery_route(&d.msg.publish.topic);
             if d.msg.expired(now) {
                 self.broker
                     .metrics
@@ -1169,6 +1302,7 @@ impl Conn {
         }
         let more = !s.queue.is_empty() && sent >= MAX_SENDS_PER_WAKE;
         drop(s);
+        self.route = saved;
         self.broker.store.submit_detached(detached);
         if more {
             self.waker.notify_one();

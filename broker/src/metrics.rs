@@ -32,6 +32,10 @@ pub struct Metrics {
     pub persist_batch_ops: Histogram,
     pub tls_handshake_failures: IntCounterVec,
     pub protocol_errors: IntCounterVec,
+    pub quic_migrations: IntCounter,
+    pub quic_retries: IntCounter,
+    pub quic_data_streams: IntCounter,
+    pub quic_stream_resets: IntCounter,
 }
 
 impl Metrics {
@@ -106,6 +110,22 @@ impl Metrics {
                 "Failed TLS handshakes by reason",
                 &["reason"],
             ),
+            quic_migrations: counter(
+                "quic_migrations_total",
+                "QUIC connections that continued from a new client address",
+            ),
+            quic_retries: counter(
+                "quic_retries_total",
+                "QUIC handshakes answered with a Retry (address validation)",
+            ),
+            quic_data_streams: counter(
+                "quic_data_streams_total",
+                "QUIC data streams opened by clients (multi-stream mode)",
+            ),
+            quic_stream_resets: counter(
+                "quic_stream_resets_total",
+                "QUIC data streams reset by clients",
+            ),
             protocol_errors: counter_vec(
                 "protocol_errors_total",
                 "Connections closed for malformed or illegal packets, by reason code",
@@ -132,6 +152,10 @@ impl Metrics {
             Box::new(m.persist_batch_ops.clone()),
             Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.protocol_errors.clone()),
+            Box::new(m.quic_migrations.clone()),
+            Box::new(m.quic_retries.clone()),
+            Box::new(m.quic_data_streams.clone()),
+            Box::new(m.quic_stream_resets.clone()),
         ] {
             // Distinct constant names: registration cannot fail.
             let _ = m.registry.register(c);

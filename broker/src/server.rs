@@ -20,14 +20,17 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::connection::{self, ListenerContext};
+use crate::connection::{self, ListenerContext, StreamLink};
 use crate::metrics::{self, Metrics};
 use crate::mqtt::packet::{Properties, Publish, QoS, ReasonCode};
 use crate::persist::{Store, StoreError};
 use crate::pki::DevPki;
 use crate::router::{Broker, RestoreSummary};
+use crate::transport::quic;
 use crate::transport::tls::{self, TlsSetupError};
 use crate::transport::{ListenerKind, PeerIdentity};
+
+mod quic_accept;
 
 /// How long shutdown waits for connections to finish before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -58,6 +61,7 @@ pub enum ServerError {
 pub struct Running {
     pub tls_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    pub quic_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     /// The development PKI, when the TLS listener uses it.
     pub dev_pki: Option<(DevPki, bool)>,
@@ -79,8 +83,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let metrics = Metrics::new();
 
     let tls_cfg = &config.listeners.tls;
+    let quic_cfg = &config.listeners.quic;
     let mut dev_pki = None;
-    let acceptor = if tls_cfg.enabled {
+    let mut quic_server = None;
+    let acceptor = if tls_cfg.enabled || quic_cfg.enabled {
         let (ca, cert, key) = match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
             (Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone()),
             (ca, cert, key) => {
@@ -94,7 +100,19 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 paths
             }
         };
-        Some(TlsAcceptor::from(tls::server_config(&ca, &cert, &key)?))
+        if quic_cfg.enabled {
+            quic_server = Some(quic::server_config(
+                &ca,
+                &cert,
+                &key,
+                quic_cfg.max_streams_per_connection,
+                config.mqtt.max_keep_alive_secs,
+            )?);
+        }
+        tls_cfg
+            .enabled
+            .then(|| tls::server_config(&ca, &cert, &key).map(TlsAcceptor::from))
+            .transpose()?
     } else {
         None
     };
@@ -113,7 +131,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
     let connections = Arc::new(Semaphore::new(max_connections as usize));
     let mut tasks = JoinSet::new();
-    let mut running_addrs = (None, None, None);
+    let mut running_addrs = (None, None, None, None);
 
     if let Some(acceptor) = acceptor {
         let listener = bind("TLS listener", tls_cfg.bind).await?;
@@ -152,6 +170,29 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             shutdown_rx.clone(),
         ));
     }
+    if let Some(server_config) = quic_server {
+        let endpoint = quinn::Endpoint::server(server_config, quic_cfg.bind).map_err(|source| {
+            ServerError::Bind {
+                what: "QUIC listener",
+                addr: quic_cfg.bind,
+                source,
+            }
+        })?;
+        running_addrs.3 = endpoint.local_addr().ok();
+        let ctx = Arc::new(ListenerContext {
+            kind: ListenerKind::Quic,
+            allow_anonymous: false,
+            require_client_id_match: tls_cfg.require_client_id_match,
+            deny_subscribe: tls_cfg.deny_subscribe.clone(),
+        });
+        tasks.spawn(quic_accept::run(
+            endpoint,
+            ctx,
+            broker.clone(),
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     if config.metrics.enabled {
         let listener = bind("metrics endpoint", config.metrics.bind).await?;
         running_addrs.2 = listener.local_addr().ok();
@@ -177,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     Ok(Running {
         tls_addr: running_addrs.0,
         tcp_addr: running_addrs.1,
+        quic_addr: running_addrs.3,
         metrics_addr: running_addrs.2,
         dev_pki,
         restored,
@@ -286,7 +328,7 @@ async fn accept_loop(
                     // size (memory per idle connection), not the largest of all of them.
                     None => {
                         Box::pin(connection::serve(
-                            socket,
+                            StreamLink::new(socket),
                             PeerIdentity::default(),
                             remote,
                             ctx,
@@ -325,7 +367,13 @@ async fn accept_loop(
                         let identity =
                             tls::identity_from_chain(stream.get_ref().1.peer_certificates());
                         Box::pin(connection::serve(
-                            stream, identity, remote, ctx, broker, deadline, shutdown,
+                            StreamLink::new(stream),
+                            identity,
+                            remote,
+                            ctx,
+                            broker,
+                            deadline,
+                            shutdown,
                         ))
                         .await
                     }

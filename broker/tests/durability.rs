@@ -98,7 +98,7 @@ async fn sigkill_loses_no_acknowledged_message() {
     let env = Env::new();
     let config = env.path("converge.toml");
     let toml = format!(
-        "data_dir = {data:?}\n[listeners.tls]\nbind = \"127.0.0.1:0\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n[metrics]\nenabled = false\n[mqtt]\nsys_interval_secs = 0\n[persistence]\nsync = \"fsync\"\n",
+        "data_dir = {data:?}\n[listeners.tls]\nbind = \"127.0.0.1:0\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[metrics]\nenabled = false\n[mqtt]\nsys_interval_secs = 0\n[persistence]\nsync = \"fsync\"\n",
         data = env.path("data"),
         ca = env.path("ca.pem"),
         cert = env.path("server.pem"),

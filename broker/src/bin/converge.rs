@@ -127,6 +127,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = running.tls_addr {
         tracing::info!(%addr, "MQTT over mutual TLS listening");
     }
+    if let Some(addr) = running.quic_addr {
+        tracing::info!(%addr, "MQTT over QUIC (ALPN mqtt, mutual TLS) listening");
+    }
     if let Some(addr) = running.tcp_addr {
         tracing::warn!(%addr, "plain MQTT (no TLS) listening: for development and testing only");
     }
@@ -137,7 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         if *created {
             tracing::info!(dir = %pki.dir.display(), "created a development PKI");
         }
-        print_quick_start(pki, addr.port());
+        print_quick_start(pki, addr.port(), running.quic_addr.map(|a| a.port()));
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -149,7 +152,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16) {
+fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16, quic_port: Option<u16>) {
     use converge_broker::pki::{DEMO_DEVICE, DEMO_MONITOR};
     let ca = pki.ca_cert.display();
     let (dev_cert, dev_key) = (pki.device_cert.display(), pki.device_key.display());
@@ -162,6 +165,12 @@ fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16) {
          mosquitto_pub -h localhost -p {port} -V mqttv5 -i {DEMO_DEVICE} --cafile {ca} --cert {dev_cert} --key {dev_key} -t plant/line1/temp -m 21.5 -q 1\n\n\
          (MQTT 3.1.1: -V mqttv311. Stop the server with Ctrl-C.)\n"
     );
+    if let Some(quic) = quic_port {
+        println!(
+            "MQTT over QUIC listens on UDP port {quic} (ALPN \"mqtt\", EMQX's mapping): clients such as\n\
+             EMQX's NanoSDK or emqtt connect there with the same CA and device certificates.\n"
+        );
+    }
 }
 
 async fn wait_for_signal() {

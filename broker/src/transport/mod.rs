@@ -1,6 +1,7 @@
 //! Transports move bytes and the peer's identity into the shared connection loop
 //! (`crate::connection`). They hold no MQTT logic.
 
+pub mod quic;
 pub mod tls;
 
 pub use tls::PeerIdentity;
@@ -10,6 +11,7 @@ pub use tls::PeerIdentity;
 pub enum ListenerKind {
     Tls,
     Tcp,
+    Quic,
 }
 
 impl ListenerKind {
@@ -17,6 +19,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Tls => "tls",
             ListenerKind::Tcp => "tcp",
+            ListenerKind::Quic => "quic",
         }
     }
 }

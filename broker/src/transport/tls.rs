@@ -75,6 +75,20 @@ pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        &[&rustls::version::TLS13, &rustls::version::TLS12];
+    Ok(Arc::new(mutual_tls(
+        ca_file, cert_file, key_file, versions,
+    )?))
+}
+
+/// The same client verification for another transport (QUIC: TLS 1.3 only, its own ALPN).
+pub fn mutual_tls(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<ServerConfig, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in load_certs(ca_file)? {
@@ -87,12 +101,12 @@ pub fn server_config(
         .build()
         .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert_file)?, load_key(key_file)?)?;
     // 0-RTT data is replayable: never accept it on a control network.
     config.max_early_data_size = 0;
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 /// Identity of a peer from its verified chain.

@@ -114,6 +114,7 @@ impl Env {
         c.listeners.tls.ca_file = Some(self.path("ca.pem"));
         c.listeners.tls.cert_file = Some(self.path("server.pem"));
         c.listeners.tls.key_file = Some(self.path("server.key"));
+        c.listeners.quic.bind = "127.0.0.1:0".parse().unwrap();
         c.metrics.bind = "127.0.0.1:0".parse().unwrap();
         c.mqtt.sys_interval_secs = 0;
         c.persistence.sync = SyncMode::Os;

@@ -28,7 +28,7 @@
 mod decode;
 mod encode;
 mod properties;
-mod reader;
+pub(crate) mod reader;
 
 pub use decode::decode;
 pub use encode::{connack_return_code_v311, encode, encoded_len};
