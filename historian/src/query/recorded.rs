@@ -219,3 +219,49 @@ fn trailing<S: Source + ?Sized>(
         }
     })
 }
+
+#[cfg(test)]
+// Tests may panic: that is how they fail.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_bytes_round_trip() {
+        for c in [
+            Continuation {
+                from: Some(Timestamp::from_micros(i64::MIN)),
+                skip: u64::MAX,
+            },
+            Continuation {
+                from: Some(Timestamp::from_micros(-5)),
+                skip: 0,
+            },
+            Continuation {
+                from: None,
+                skip: 0,
+            },
+        ] {
+            assert_eq!(Continuation::from_bytes(&c.to_bytes()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn malformed_continuations_are_refused() {
+        let good = Continuation {
+            from: Some(Timestamp::from_micros(7)),
+            skip: 1,
+        }
+        .to_bytes();
+        assert!(Continuation::from_bytes(&good[..16]).is_err());
+        assert!(Continuation::from_bytes(&[good.as_slice(), &[0]].concat()).is_err());
+        let mut end_with_time = good;
+        end_with_time[0] = KIND_END_BOUNDARY;
+        assert!(Continuation::from_bytes(&end_with_time).is_err());
+        for kind in [0, 3, 255] {
+            let mut b = good;
+            b[0] = kind;
+            assert!(Continuation::from_bytes(&b).is_err());
+        }
+    }
+}

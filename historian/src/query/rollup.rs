@@ -79,9 +79,9 @@ pub struct Rollup {
 
 impl Rollup {
     /// The rollup of `[start, end)` from `prev`, the last point before
-    /// `start` (its value holds until the first point), and `points`, the
-    /// bucket's points in time order. Points out of order or at or after
-    /// `end` are ignored.
+    /// `start` (its value holds until the first point; ignored if it is not
+    /// before `start`), and `points`, the bucket's points in time order.
+    /// Points out of order or at or after `end` are ignored.
     pub fn compute(
         prev: Option<&Point>,
         points: &[Point],
@@ -550,5 +550,65 @@ impl Fields<'_> {
 
     fn ts(&mut self) -> Result<Timestamp, RollupError> {
         Ok(Timestamp::from_micros(i64::from_le_bytes(self.take()?)))
+    }
+}
+
+#[cfg(test)]
+// Tests may panic: that is how they fail.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::encoding::{Quality, Value};
+
+    fn sample() -> Rollup {
+        let p = |t: i64, v: f64, q: Quality| Point {
+            ts: Timestamp::from_micros(t),
+            value: Value::F64(v),
+            quality: q,
+        };
+        let prev = p(-1_000_000, 2.0, Quality::GOOD);
+        let points = [
+            p(1_000_000, 4.0, Quality::GOOD),
+            p(2_000_000, 0.0, Quality::BAD),
+            p(3_000_000, 6.0, Quality::GOOD),
+        ];
+        Rollup::compute(
+            Some(&prev),
+            &points,
+            Timestamp::from_micros(0),
+            Timestamp::from_micros(4_000_000),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sample_aggregates() {
+        let r = sample();
+        assert_eq!(r.count(), 2);
+        assert_eq!(r.sum(), 10.0);
+        assert_eq!(r.std_dev(), Some(2f64.sqrt()));
+        // 2 for 1 s, 4 for 1 s, bad for 1 s, 6 for 1 s.
+        assert_eq!(r.integral(), 12.0);
+        assert_eq!(r.good_micros(), 3_000_000);
+        assert_eq!(r.time_weighted_average(), Some(4.0));
+        assert_eq!(r.percent_good(), 75.0);
+    }
+
+    /// Version 1 bytes, pinned: rollups are stored, so this layout is a
+    /// promise. A new layout gets a new version and this test stays.
+    #[test]
+    fn version_1_layout() {
+        let hex = "0107\
+            0000000000000000 00093d0000000000 0200000000000000 0000000000002440 0000000000000040\
+            40420f0000000000 0000000000001040 c0c62d0000000000 0000000000001840\
+            40420f0000000000 0000000000001040 c0c62d0000000000 0000000000001840\
+            0000000000002840 c0c62d0000000000 c0c62d0000000000 0000000000001840";
+        let hex: String = hex.split_whitespace().collect();
+        let want: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(sample().to_bytes().to_vec(), want);
+        assert_eq!(Rollup::from_bytes(&want), Ok(sample()));
     }
 }
