@@ -55,8 +55,8 @@ pub struct QueryLimits {
     /// allocated up front.
     pub max_intervals: u64,
     /// Most raw points (or rollups) one `summary` or `plot` may read. Default
-    /// 10,000,000, about two seconds of decoding; a year of 1 s data is
-    /// 31.5 M points, which must come from rollups instead.
+    /// 10,000,000: bounds one call's work. A year of 1 s data is 31.5 M
+    /// points, which must come from rollups instead.
     pub max_points_scanned: u64,
 }
 
