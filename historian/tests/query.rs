@@ -1070,3 +1070,31 @@ fn corrupted_rollup_bytes_are_errors() {
         Err(RollupError::EmptyBucket)
     );
 }
+
+/// More points at one timestamp than one scan chunk (4,096) holds.
+#[test]
+fn scans_survive_long_runs_of_one_timestamp() {
+    let mut src = MemSource::new();
+    for i in 0..5_000 {
+        src.insert(TAG, good(5, f64::from(i)));
+    }
+    for i in 0..3_000 {
+        src.insert(TAG, good(6 + i, 1.0));
+    }
+    let rows = summary(
+        &src,
+        TAG,
+        ts(0),
+        ts(10_000),
+        None,
+        &[SummaryKind::Count, SummaryKind::Max, SummaryKind::Last],
+        Interpolation::Step,
+        &limits(),
+    )
+    .unwrap();
+    let v: Vec<Option<f64>> = rows[0].values.iter().map(|v| v.value).collect();
+    assert_eq!(v, [Some(8_000.0), Some(4_999.0), Some(1.0)]);
+    let got = plot(&src, TAG, ts(0), ts(10_000), 1, &limits()).unwrap();
+    let want = [good(5, 0.0), good(5, 4_999.0), good(3_005, 1.0)];
+    assert_eq!(got, want);
+}

@@ -304,3 +304,69 @@ fn bucket_bound(start: Timestamp, index: u64, width: u64) -> Timestamp {
     let t = i128::from(start.micros()) + i128::from(index) * i128::from(width);
     Timestamp::from_micros(i64::try_from(t).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+// Tests may panic: that is how they fail.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::encoding::Value;
+
+    fn p(t: i64, v: i64) -> Point {
+        Point::good(Timestamp::from_micros(t), Value::I64(v))
+    }
+
+    #[test]
+    fn mem_source_follows_the_contract() {
+        let mut src = MemSource::new();
+        for (t, v) in [(10, 1), (20, 2), (20, 3), (30, 4)] {
+            src.insert("a", p(t, v));
+        }
+        src.add_tag("empty");
+        let t = Timestamp::from_micros;
+        let vals = |ps: Vec<Point>| ps.into_iter().map(|p| p.value).collect::<Vec<_>>();
+        assert_eq!(
+            vals(src.range("a", t(10), t(20), 10).unwrap()),
+            [Value::I64(1), Value::I64(2), Value::I64(3)]
+        );
+        assert_eq!(src.range("a", t(10), t(30), 2).unwrap().len(), 2);
+        assert!(src.range("a", t(30), t(10), 10).unwrap().is_empty());
+        // Several points at one time: "before" sees the last written, "after" the first.
+        assert_eq!(src.before("a", t(20), true).unwrap(), Some(p(20, 3)));
+        assert_eq!(src.before("a", t(20), false).unwrap(), Some(p(10, 1)));
+        assert_eq!(src.after("a", t(20), true).unwrap(), Some(p(20, 2)));
+        assert_eq!(src.after("a", t(20), false).unwrap(), Some(p(30, 4)));
+        assert_eq!(src.latest("a").unwrap(), Some(p(30, 4)));
+        assert_eq!(src.latest("empty").unwrap(), None);
+        assert!(matches!(
+            src.latest("nope"),
+            Err(SourceError::UnknownTag(tag)) if tag == "nope"
+        ));
+        // No rollups unless asked for.
+        assert!(src
+            .rollups("a", RollupResolution::Minute, t(0), t(60_000_000))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn mem_source_rollups_skip_empty_buckets() {
+        let minute = 60_000_000;
+        let mut src = MemSource::new().with_rollups(&[RollupResolution::Minute]);
+        src.insert("a", p(5, 1));
+        src.insert("a", p(2 * minute + 5, 2));
+        let got = src
+            .rollups(
+                "a",
+                RollupResolution::Minute,
+                Timestamp::from_micros(0),
+                Timestamp::from_micros(3 * minute),
+            )
+            .unwrap()
+            .unwrap();
+        let starts: Vec<i64> = got.iter().map(|r| r.start().micros()).collect();
+        assert_eq!(starts, [0, 2 * minute]);
+        // The second bucket starts from the value held since the first.
+        assert_eq!(got[1].integral(), 5e-6 * 1.0 + (minute - 5) as f64 * 2e-6);
+    }
+}

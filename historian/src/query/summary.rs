@@ -147,6 +147,10 @@ fn from_points<S: Source + ?Sized>(
     // [start, end) as an inclusive range: end > start, so end - 1 exists.
     let last = Timestamp::from_micros(grid.end.micros().saturating_sub(1));
     scan(src, tag, grid.start, last, limits.max_points_scanned, |p| {
+        // A source that strays out of range must not walk us past the last interval.
+        if p.ts < grid.start || p.ts >= grid.end {
+            return Ok(());
+        }
         while p.ts >= acc.end() {
             k += 1;
             close(&mut acc, Some(p), grid, k, kinds, weighting, &mut rows)?;
