@@ -3,7 +3,7 @@
 
 use crate::encoding::{Point, Timestamp};
 use crate::query::numeric::{as_f64, check_intervals, check_range, span};
-use crate::query::source::scan;
+use crate::query::source::{scan, Budget};
 use crate::query::{QueryError, QueryLimits, Source};
 
 /// Points of `tag` for a trend `intervals` pixels wide over `[start, end]`.
@@ -34,7 +34,8 @@ pub fn plot<S: Source + ?Sized>(
     let mut out: Vec<Point> = src.before(tag, start, false)?.into_iter().collect();
     let mut bucket: Option<(u64, Bucket)> = None;
     let mut seq = 0u64;
-    scan(src, tag, start, end, limits.max_points_scanned, |p| {
+    let mut budget = Budget::new(limits.max_points_scanned);
+    scan(src, tag, start, end, &mut budget, |p| {
         let index = span(start, p.ts) / width;
         match &mut bucket {
             Some((i, b)) if *i == index => b.add(seq, p),

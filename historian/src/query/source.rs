@@ -257,22 +257,43 @@ impl Source for MemSource {
     }
 }
 
+/// How many points (and rollups) one call may still read: shared by every
+/// read of a call, so a plan of many small reads has the same cap as one scan.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: u64,
+    used: u64,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: u64) -> Self {
+        Budget { limit, used: 0 }
+    }
+
+    /// Accounts for `n` more items; fails once the total passes the limit.
+    pub(crate) fn spend(&mut self, n: u64) -> Result<(), QueryError> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.limit {
+            return Err(QueryError::TooManyPointsScanned { limit: self.limit });
+        }
+        Ok(())
+    }
+}
+
 /// Feeds every point of `tag` in `[start, end]` to `visit`, in time order,
-/// reading `SCAN_CHUNK` points at a time. Fails once more than `limit`
-/// points have been read.
+/// reading `SCAN_CHUNK` points at a time and charging each to `budget`.
 pub(crate) fn scan<S: Source + ?Sized>(
     src: &S,
     tag: &str,
     start: Timestamp,
     end: Timestamp,
-    limit: u64,
+    budget: &mut Budget,
     mut visit: impl FnMut(&Point) -> Result<(), QueryError>,
 ) -> Result<(), QueryError> {
     let mut from = start;
     // Points at `from` already visited: the next chunk starts at the last
     // timestamp seen, since more points may share it.
     let mut skip = 0usize;
-    let mut scanned = 0u64;
     loop {
         let want = SCAN_CHUNK.saturating_add(skip);
         let chunk = src.range(tag, from, end, want)?;
@@ -282,10 +303,7 @@ pub(crate) fn scan<S: Source + ?Sized>(
                 seen += 1;
                 continue;
             }
-            scanned = scanned.saturating_add(1);
-            if scanned > limit {
-                return Err(QueryError::TooManyPointsScanned { limit });
-            }
+            budget.spend(1)?;
             visit(p)?;
         }
         if chunk.len() < want {
