@@ -1127,3 +1127,26 @@ fn scans_survive_long_runs_of_one_timestamp() {
     let want = [good(5, 0.0), good(5, 4_999.0), good(3_005, 1.0)];
     assert_eq!(got, want);
 }
+
+#[test]
+fn forged_continuations_cannot_force_big_reads() {
+    let src = source(&[good(0, 1.0), good(5, 2.0)]);
+    let l = QueryLimits {
+        max_page_points: 10,
+        ..limits()
+    };
+    let token = |skip: u64| {
+        let mut b = [0u8; 17];
+        b[0] = 1;
+        b[9..].copy_from_slice(&skip.to_le_bytes());
+        Continuation::from_bytes(&b).unwrap()
+    };
+    let read =
+        |c: &Continuation| recorded(&src, TAG, ts(0), ts(9), Boundary::Inside, 10, Some(c), &l);
+    assert!(read(&token(10)).is_ok());
+    assert!(matches!(read(&token(11)), Err(QueryError::BadContinuation)));
+    assert!(matches!(
+        read(&token(u64::MAX)),
+        Err(QueryError::BadContinuation)
+    ));
+}
