@@ -58,8 +58,10 @@ pub trait Source {
 
     /// The stored rollups of `tag` at `resolution` for buckets within
     /// `[start, end)` (both aligned to the resolution), in time order.
-    /// Buckets without points may be missing: the engine carries the held
-    /// value across them. `Ok(None)` when this source keeps no such rollups.
+    /// Each is `Rollup::compute` of its bucket's points with the last point
+    /// before the bucket as `prev`. Buckets without points may be missing:
+    /// the engine carries the held value across them. `Ok(None)` when this
+    /// source keeps no such rollups for the tag (string tags, say).
     fn rollups(
         &self,
         tag: &str,
