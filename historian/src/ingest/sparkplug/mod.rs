@@ -1,0 +1,608 @@
+//! The Sparkplug B decoder (Eclipse Sparkplug 3.0) as a host application
+//! that only listens: it keeps each edge node's BIRTH state and turns DATA
+//! into points; it never publishes (the server may send the NCMD of a
+//! `RebirthRequest`).
+//!
+//! * NBIRTH / DBIRTH define the metrics of a node or device: name, datatype
+//!   and optional alias (aliases are per edge node, 6.4.2). Their values are
+//!   stored like DATA. An NBIRTH starts a new session and forgets the node's
+//!   devices; its `bdSeq` metric is remembered and not stored as a tag.
+//! * NDATA / DDATA carry values by name or alias. Timestamps: the metric's,
+//!   else the payload's, else the broker's receive time (milliseconds in
+//!   Sparkplug). `is_null` stores a Bad point (`NULL_QUALITY`) with the last
+//!   value; `is_historical` points are stored as backfill; `is_transient`
+//!   ones are counted and not stored.
+//! * NDEATH / DDEATH write a stale point (`STALE_QUALITY`) for every tag of
+//!   the node and its devices, or of the device, with the tag's last value
+//!   (zero of its type if none), then forget them. An NDEATH whose bdSeq is
+//!   not the current NBIRTH's is a late Will of an older session: ignored.
+//! * `seq` (0..=255, wrapping) must grow by one per message of an edge node
+//!   (NBIRTH, DBIRTH, NDATA, DDATA, DDEATH); a gap is counted and logged.
+//! * NCMD, DCMD and STATE carry no data and are ignored.
+//!
+//! Tags are named `group/edge_node/metric` or `group/edge_node/device/metric`
+//! (`{tag}`), then passed through the rule's template.
+//!
+//! Not here: DataSet, Template, Bytes, File and array metrics (counted and
+//! skipped); metric properties (`engUnit` etc.); DATA before BIRTH, which is
+//! dropped with a `RebirthRequest` since its datatypes and aliases are unknown.
+
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+pub mod proto;
+mod topic;
+mod value;
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use crate::encoding::{Point, Timestamp, Value};
+use crate::ingest::template::{SparkplugVars, Vars};
+use crate::ingest::{
+    check_len, millis_to_timestamp, rule_meta, zero, Candidate, IngestError, Input, Sink, TagMeta,
+    TagPoint, NULL_QUALITY, STALE_QUALITY,
+};
+use proto::payload::Metric;
+use proto::{DataType, Payload};
+use topic::{MessageType, SparkplugTopic};
+use value::Storage;
+
+pub use topic::NAMESPACE;
+
+/// Name of the NBIRTH/NDEATH metric that pairs a death with its birth (3.0, 6.4.1).
+pub const BD_SEQ_METRIC: &str = "bdSeq";
+
+/// Name of the NCMD metric that asks an edge node to publish its BIRTHs again.
+pub const REBIRTH_METRIC: &str = "Node Control/Rebirth";
+
+/// An edge node the server should ask to rebirth: its state here is missing
+/// (DATA before BIRTH, e.g. after a restart) or out of step (unknown alias).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebirthRequest {
+    /// Sparkplug group id.
+    pub group: String,
+    /// Edge node id.
+    pub edge_node: String,
+}
+
+impl RebirthRequest {
+    /// Topic of the NCMD: `spBv1.0/{group}/NCMD/{edge_node}`.
+    pub fn topic(&self) -> String {
+        format!("{NAMESPACE}/{}/NCMD/{}", self.group, self.edge_node)
+    }
+
+    /// Payload of the NCMD: `Node Control/Rebirth = true` stamped `now`.
+    pub fn payload(&self, now: Timestamp) -> Vec<u8> {
+        let ms = u64::try_from(now.micros() / 1_000).unwrap_or(0);
+        Payload {
+            timestamp: Some(ms),
+            metrics: vec![Metric {
+                name: Some(REBIRTH_METRIC.to_owned()),
+                timestamp: Some(ms),
+                datatype: Some(DataType::Boolean as u32),
+                value: Some(proto::payload::metric::Value::BooleanValue(true)),
+                ..Metric::default()
+            }],
+            ..Payload::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// BIRTH state of every edge node seen.
+#[derive(Debug, Default)]
+pub(crate) struct SparkplugState {
+    /// Keyed by `group/edge_node` (neither may contain `/`).
+    nodes: HashMap<String, EdgeNode>,
+    /// Metric definitions held, over all nodes and devices.
+    metrics_held: usize,
+}
+
+#[derive(Debug)]
+struct EdgeNode {
+    bd_seq: Option<u64>,
+    last_seq: Option<u64>,
+    metrics: Scope,
+    devices: HashMap<String, Scope>,
+}
+
+impl EdgeNode {
+    fn metric_count(&self) -> usize {
+        self.devices.values().fold(self.metrics.defs.len(), |n, d| {
+            n.saturating_add(d.defs.len())
+        })
+    }
+}
+
+/// The metrics of one node or device, from its BIRTH.
+#[derive(Debug, Default)]
+struct Scope {
+    defs: Vec<MetricDef>,
+    by_name: HashMap<String, usize>,
+    by_alias: HashMap<u64, usize>,
+}
+
+#[derive(Debug)]
+struct MetricDef {
+    datatype: DataType,
+    storage: Storage,
+    /// Defined transient in the BIRTH: never stored, so no stale mark either.
+    transient: bool,
+    tag: String,
+    meta: TagMeta,
+    /// Last value stored and its time, for null values and stale marks.
+    last: Option<(Value, Timestamp)>,
+}
+
+/// Message-wide context for the metric helpers.
+struct Ctx<'a, 'i> {
+    input: &'a Input<'i>,
+    topic: SparkplugTopic<'i>,
+    /// The payload's timestamp, or the receive time.
+    default_ts: Timestamp,
+}
+
+impl SparkplugState {
+    pub(crate) fn decode(
+        &mut self,
+        input: &Input<'_>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let topic = SparkplugTopic::parse(input.topic)?;
+        if matches!(
+            topic.message_type,
+            MessageType::NCmd | MessageType::DCmd | MessageType::State
+        ) {
+            sink.counters.ignored = sink.counters.ignored.saturating_add(1);
+            return Ok(());
+        }
+        // The broker's maximum packet size bounds the payload, and so what
+        // prost allocates; the metric count is checked after decoding.
+        let payload = Payload::decode(input.payload).map_err(IngestError::InvalidProtobuf)?;
+        let max = input.limits.max_points_per_message;
+        if payload.metrics.len() > max {
+            return Err(IngestError::TooManyPoints {
+                count: payload.metrics.len(),
+                max,
+            });
+        }
+        let default_ts = match payload.timestamp {
+            Some(ms) => ms_to_timestamp(ms)?,
+            None => input.received,
+        };
+        let ctx = Ctx {
+            input,
+            topic,
+            default_ts,
+        };
+        let key = format!("{}/{}", topic.group, topic.edge_node);
+        match topic.message_type {
+            MessageType::NBirth => self.node_birth(&ctx, key, &payload, sink),
+            MessageType::DBirth => self.device_birth(&ctx, &key, &payload, sink),
+            MessageType::NData | MessageType::DData => self.data(&ctx, &key, &payload, sink),
+            MessageType::NDeath => self.node_death(&ctx, &key, &payload, sink),
+            MessageType::DDeath => self.device_death(&ctx, &key, &payload, sink),
+            MessageType::NCmd | MessageType::DCmd | MessageType::State => Ok(()),
+        }
+    }
+
+    fn node_birth(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        key: String,
+        payload: &Payload,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let limits = ctx.input.limits;
+        let old = self.nodes.get(&key).map(EdgeNode::metric_count);
+        if old.is_none() && self.nodes.len() >= limits.max_edge_nodes {
+            return Err(IngestError::TooManyTracked {
+                what: "edge nodes",
+                max: limits.max_edge_nodes,
+            });
+        }
+        let held = self.metrics_held.saturating_sub(old.unwrap_or(0));
+        let mut scope = define(ctx, &payload.metrics, held, sink)?;
+        let bd_seq = payload
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some(BD_SEQ_METRIC))
+            .and_then(|m| value::raw_u64(m.value.as_ref()));
+        emit_values(ctx, &mut scope, &payload.metrics, true, sink);
+        self.metrics_held = held.saturating_add(scope.defs.len());
+        self.nodes.insert(
+            key,
+            EdgeNode {
+                bd_seq,
+                last_seq: payload.seq,
+                metrics: scope,
+                devices: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn device_birth(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        key: &str,
+        payload: &Payload,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let limits = ctx.input.limits;
+        let Some(node) = self.nodes.get_mut(key) else {
+            unknown_node(ctx, sink);
+            return Ok(());
+        };
+        check_seq(ctx, node, payload.seq, sink);
+        let device = ctx.topic.device.unwrap_or_default();
+        let old = node.devices.get(device).map(|s| s.defs.len());
+        if old.is_none() && node.devices.len() >= limits.max_devices_per_node {
+            return Err(IngestError::TooManyTracked {
+                what: "devices per edge node",
+                max: limits.max_devices_per_node,
+            });
+        }
+        let held = self.metrics_held.saturating_sub(old.unwrap_or(0));
+        let mut scope = define(ctx, &payload.metrics, held, sink)?;
+        emit_values(ctx, &mut scope, &payload.metrics, true, sink);
+        self.metrics_held = held.saturating_add(scope.defs.len());
+        node.devices.insert(device.to_owned(), scope);
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        key: &str,
+        payload: &Payload,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let Some(node) = self.nodes.get_mut(key) else {
+            unknown_node(ctx, sink);
+            return Ok(());
+        };
+        check_seq(ctx, node, payload.seq, sink);
+        let scope = match ctx.topic.device {
+            None => &mut node.metrics,
+            Some(d) => match node.devices.get_mut(d) {
+                Some(scope) => scope,
+                None => {
+                    unknown_node(ctx, sink);
+                    return Ok(());
+                }
+            },
+        };
+        emit_values(ctx, scope, &payload.metrics, false, sink);
+        Ok(())
+    }
+
+    fn node_death(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        key: &str,
+        payload: &Payload,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let Some(node) = self.nodes.get(key) else {
+            // Nothing known, nothing to mark; no rebirth request to a dead node.
+            sink.counters.unknown_nodes = sink.counters.unknown_nodes.saturating_add(1);
+            return Ok(());
+        };
+        let bd_seq = payload
+            .metrics
+            .iter()
+            .find(|m| m.name.as_deref() == Some(BD_SEQ_METRIC))
+            .and_then(|m| value::raw_u64(m.value.as_ref()));
+        if let (Some(birth), Some(death)) = (node.bd_seq, bd_seq) {
+            if birth != death {
+                // The Will of an earlier session, delivered after the node
+                // reconnected (3.0, 7.1): the current session is alive.
+                sink.counters.stale_deaths_ignored =
+                    sink.counters.stale_deaths_ignored.saturating_add(1);
+                return Ok(());
+            }
+        }
+        let Some(node) = self.nodes.remove(key) else {
+            return Ok(());
+        };
+        // An NDEATH is usually the MQTT Will, whose payload was written at
+        // CONNECT time: the broker's receive time is when the node died.
+        let ts = ctx.input.received;
+        stale_marks(&node.metrics, ts, sink);
+        for device in node.devices.values() {
+            stale_marks(device, ts, sink);
+        }
+        self.metrics_held = self.metrics_held.saturating_sub(node.metric_count());
+        Ok(())
+    }
+
+    fn device_death(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        key: &str,
+        payload: &Payload,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), IngestError> {
+        let Some(node) = self.nodes.get_mut(key) else {
+            sink.counters.unknown_nodes = sink.counters.unknown_nodes.saturating_add(1);
+            return Ok(());
+        };
+        check_seq(ctx, node, payload.seq, sink);
+        let device = ctx.topic.device.unwrap_or_default();
+        let Some(scope) = node.devices.remove(device) else {
+            sink.counters.unknown_nodes = sink.counters.unknown_nodes.saturating_add(1);
+            return Ok(());
+        };
+        // The edge node publishes DDEATH itself, so its timestamp is current.
+        stale_marks(&scope, ctx.default_ts, sink);
+        self.metrics_held = self.metrics_held.saturating_sub(scope.defs.len());
+        Ok(())
+    }
+}
+
+/// Builds the definitions of a BIRTH. `held` is the number of definitions
+/// other nodes and devices hold.
+fn define(
+    ctx: &Ctx<'_, '_>,
+    metrics: &[Metric],
+    held: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Scope, IngestError> {
+    let limits = ctx.input.limits;
+    if held.saturating_add(metrics.len()) > limits.max_tracked_tags {
+        return Err(IngestError::TooManyTracked {
+            what: "Sparkplug metrics",
+            max: limits.max_tracked_tags,
+        });
+    }
+    let mut scope = Scope::default();
+    for metric in metrics {
+        match definition(ctx, metric) {
+            Ok(Some((name, def))) => {
+                if let Some(alias) = metric.alias {
+                    if scope.by_alias.contains_key(&alias) {
+                        sink.rejected.push(IngestError::DuplicateAlias(alias));
+                        continue;
+                    }
+                    scope.by_alias.insert(alias, scope.defs.len());
+                }
+                scope.by_name.insert(name, scope.defs.len());
+                scope.defs.push(def);
+            }
+            Ok(None) => {}
+            Err(e) => sink.rejected.push(e),
+        }
+    }
+    Ok(scope)
+}
+
+/// One BIRTH metric's definition; `None` for the bdSeq metric.
+fn definition(
+    ctx: &Ctx<'_, '_>,
+    metric: &Metric,
+) -> Result<Option<(String, MetricDef)>, IngestError> {
+    let name = metric
+        .name
+        .as_deref()
+        .ok_or(IngestError::MissingMetricName)?;
+    let topic = ctx.topic;
+    if name == BD_SEQ_METRIC && topic.device.is_none() {
+        return Ok(None);
+    }
+    check_len(name, ctx.input.limits)?;
+    let datatype = value::datatype(metric.datatype.unwrap_or(0))?;
+    let storage = value::storage(datatype);
+    let base = match topic.device {
+        None => format!("{}/{}/{name}", topic.group, topic.edge_node),
+        Some(d) => format!("{}/{}/{d}/{name}", topic.group, topic.edge_node),
+    };
+    let rule = ctx.input.rule;
+    let tag = rule.template.render(&Vars {
+        topic: ctx.input.topic,
+        name: None,
+        sparkplug: Some(SparkplugVars {
+            tag: &base,
+            group: topic.group,
+            node: topic.edge_node,
+            device: topic.device,
+            metric: name,
+        }),
+    })?;
+    let value_type = match storage {
+        Storage::As(t) => t,
+        // Never stored; the type is only a placeholder.
+        Storage::Unsupported => crate::encoding::ValueType::Str,
+    };
+    let mut meta = rule_meta(rule, value_type);
+    if meta.description.is_none() {
+        if let Some(d) = metric
+            .metadata
+            .as_ref()
+            .and_then(|m| m.description.as_deref())
+        {
+            check_len(d, ctx.input.limits)?;
+            meta.description = Some(d.into());
+        }
+    }
+    Ok(Some((
+        name.to_owned(),
+        MetricDef {
+            datatype,
+            storage,
+            transient: metric.is_transient == Some(true),
+            tag,
+            meta,
+            last: None,
+        },
+    )))
+}
+
+/// Turns the metrics of a BIRTH or DATA into points.
+fn emit_values(
+    ctx: &Ctx<'_, '_>,
+    scope: &mut Scope,
+    metrics: &[Metric],
+    birth: bool,
+    sink: &mut Sink<'_>,
+) {
+    for metric in metrics {
+        let index = match (&metric.name, metric.alias) {
+            (Some(name), _) if birth && name == BD_SEQ_METRIC && ctx.topic.device.is_none() => {
+                continue
+            }
+            // Rejected in `define`.
+            (None, _) if birth => continue,
+            (Some(name), alias) => match scope.by_name.get(name) {
+                Some(i) => Some(*i),
+                // A BIRTH metric not defined was already rejected in `define`.
+                None if birth => continue,
+                None => alias.and_then(|a| scope.by_alias.get(&a).copied()),
+            },
+            (None, Some(alias)) => scope.by_alias.get(&alias).copied(),
+            (None, None) => {
+                sink.rejected.push(IngestError::MissingMetricName);
+                continue;
+            }
+        };
+        let Some(def) = index.and_then(|i| scope.defs.get_mut(i)) else {
+            let counter = if metric.name.is_some() {
+                &mut sink.counters.unknown_metrics
+            } else {
+                &mut sink.counters.unknown_aliases
+            };
+            *counter = counter.saturating_add(1);
+            request_rebirth(ctx, sink);
+            continue;
+        };
+        match metric_point(ctx, def, metric, birth, sink) {
+            Ok(Some(c)) => sink.points.push(c),
+            Ok(None) => {}
+            Err(e) => sink.rejected.push(e),
+        }
+    }
+}
+
+/// One metric's point, if it is stored.
+fn metric_point(
+    ctx: &Ctx<'_, '_>,
+    def: &mut MetricDef,
+    metric: &Metric,
+    birth: bool,
+    sink: &mut Sink<'_>,
+) -> Result<Option<Candidate>, IngestError> {
+    if metric.is_transient == Some(true) || def.transient {
+        sink.counters.transient_skipped = sink.counters.transient_skipped.saturating_add(1);
+        return Ok(None);
+    }
+    let Storage::As(value_type) = def.storage else {
+        sink.counters.unsupported_skipped = sink.counters.unsupported_skipped.saturating_add(1);
+        return Ok(None);
+    };
+    let ts = match metric.timestamp {
+        Some(ms) => ms_to_timestamp(ms)?,
+        None => ctx.default_ts,
+    };
+    let (value, quality) = if metric.is_null == Some(true) {
+        let last = def.last.as_ref().map(|(v, _)| v.clone());
+        (last.unwrap_or_else(|| zero(value_type)), NULL_QUALITY)
+    } else {
+        match &metric.value {
+            Some(v) => (
+                value::convert(def.datatype, v, ctx.input.limits)?,
+                crate::encoding::Quality::GOOD,
+            ),
+            // A BIRTH may define a metric without a current value.
+            None if birth => return Ok(None),
+            None => return Err(IngestError::EmptyValue),
+        }
+    };
+    let historical = metric.is_historical == Some(true);
+    if !historical && def.last.as_ref().is_none_or(|(_, t)| ts >= *t) {
+        def.last = Some((value.clone(), ts));
+    }
+    Ok(Some(Candidate {
+        tag_point: TagPoint {
+            tag: def.tag.clone(),
+            point: Point { ts, value, quality },
+            meta: def.meta.clone(),
+        },
+        historical,
+    }))
+}
+
+/// A stale point for every stored tag of `scope`, no earlier than its last
+/// value so that it is the tag's latest state even if clocks disagree.
+fn stale_marks(scope: &Scope, ts: Timestamp, sink: &mut Sink<'_>) {
+    for def in &scope.defs {
+        let Storage::As(value_type) = def.storage else {
+            continue;
+        };
+        if def.transient {
+            continue;
+        }
+        let (value, ts) = match &def.last {
+            Some((v, last_ts)) => (v.clone(), ts.max(*last_ts)),
+            None => (zero(value_type), ts),
+        };
+        sink.push(TagPoint {
+            tag: def.tag.clone(),
+            point: Point {
+                ts,
+                value,
+                quality: STALE_QUALITY,
+            },
+            meta: def.meta.clone(),
+        });
+        sink.counters.stale_marks = sink.counters.stale_marks.saturating_add(1);
+    }
+}
+
+/// Checks that `seq` follows the edge node's previous one (3.0, 7.3).
+fn check_seq(ctx: &Ctx<'_, '_>, node: &mut EdgeNode, seq: Option<u64>, sink: &mut Sink<'_>) {
+    let Some(seq) = seq else {
+        return;
+    };
+    if let Some(last) = node.last_seq {
+        let expected = (last % 256 + 1) % 256;
+        if seq != expected {
+            sink.counters.seq_gaps = sink.counters.seq_gaps.saturating_add(1);
+            tracing::warn!(
+                group = ctx.topic.group,
+                edge_node = ctx.topic.edge_node,
+                expected,
+                seq,
+                "Sparkplug seq gap: messages lost or reordered"
+            );
+        }
+    }
+    node.last_seq = Some(seq);
+}
+
+fn unknown_node(ctx: &Ctx<'_, '_>, sink: &mut Sink<'_>) {
+    sink.counters.unknown_nodes = sink.counters.unknown_nodes.saturating_add(1);
+    request_rebirth(ctx, sink);
+}
+
+fn request_rebirth(ctx: &Ctx<'_, '_>, sink: &mut Sink<'_>) {
+    if sink.rebirth.is_none() {
+        sink.rebirth = Some(RebirthRequest {
+            group: ctx.topic.group.to_owned(),
+            edge_node: ctx.topic.edge_node.to_owned(),
+        });
+    }
+}
+
+/// Sparkplug milliseconds (u64) to a `Timestamp`.
+fn ms_to_timestamp(ms: u64) -> Result<Timestamp, IngestError> {
+    let ms = i64::try_from(ms)
+        .map_err(|_| IngestError::InvalidTimestamp("milliseconds out of range"))?;
+    millis_to_timestamp(ms)
+}
