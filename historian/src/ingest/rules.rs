@@ -286,6 +286,21 @@ impl Rule {
     pub fn deadband(&self) -> Option<f64> {
         self.deadband
     }
+
+    /// The unit given to its tags.
+    pub fn unit(&self) -> Option<&str> {
+        self.unit.as_deref()
+    }
+
+    /// The description given to its tags.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The configured value type (plain, json); `None` = from the payload.
+    pub fn value_type(&self) -> Option<ValueType> {
+        self.value_type
+    }
 }
 
 /// Parses a retention such as "365d": a positive whole number followed by

@@ -173,9 +173,11 @@ impl SparkplugState {
                 max,
             });
         }
-        let default_ts = match payload.timestamp {
-            Some(ms) => ms_to_timestamp(ms)?,
-            None => input.received,
+        let default_ts = match (topic.message_type, payload.timestamp) {
+            // An NDEATH's timestamp is not used (see `node_death`), so a bad
+            // one must not cost the stale marks.
+            (MessageType::NDeath, _) | (_, None) => input.received,
+            (_, Some(ms)) => ms_to_timestamp(ms)?,
         };
         let ctx = Ctx {
             input,
