@@ -135,11 +135,15 @@ proptest! {
 
     #[test]
     fn random_sparkplug_sessions_never_panic(
+        nbirth in payload(),
+        dbirth in payload(),
         msgs in prop::collection::vec((0..8usize, payload()), 1..12),
         rx in any::<i64>(),
     ) {
         let mut ingest = ingest();
-        for (t, bytes) in msgs {
+        // Most sessions start with births, so DATA and DEATH meet real state.
+        let births = [(0, nbirth), (3, dbirth)];
+        for (t, bytes) in births.into_iter().chain(msgs) {
             let _ = ingest.decode(TOPICS[t], &bytes, Timestamp::from_micros(rx));
         }
         let c = ingest.counters();

@@ -36,6 +36,8 @@
     clippy::indexing_slicing
 )]
 pub mod proto;
+mod rebirth;
+mod scope;
 mod topic;
 mod value;
 
@@ -43,17 +45,13 @@ use std::collections::HashMap;
 
 use prost::Message;
 
-use crate::encoding::{Point, Timestamp, Value};
-use crate::ingest::template::{SparkplugVars, Vars};
-use crate::ingest::{
-    check_len, millis_to_timestamp, rule_meta, zero, Candidate, IngestError, Input, Sink, TagMeta,
-    TagPoint, NULL_QUALITY, STALE_QUALITY,
-};
-use proto::payload::Metric;
-use proto::{DataType, Payload};
+use crate::encoding::Timestamp;
+use crate::ingest::{millis_to_timestamp, IngestError, Input, Sink};
+use proto::Payload;
+use scope::{define, emit_values, stale_marks, Scope};
 use topic::{MessageType, SparkplugTopic};
-use value::Storage;
 
+pub use rebirth::RebirthRequest;
 pub use topic::NAMESPACE;
 
 /// Name of the NBIRTH/NDEATH metric that pairs a death with its birth (3.0, 6.4.1).
@@ -61,40 +59,6 @@ pub const BD_SEQ_METRIC: &str = "bdSeq";
 
 /// Name of the NCMD metric that asks an edge node to publish its BIRTHs again.
 pub const REBIRTH_METRIC: &str = "Node Control/Rebirth";
-
-/// An edge node the server should ask to rebirth: its state here is missing
-/// (DATA before BIRTH, e.g. after a restart) or out of step (unknown alias).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RebirthRequest {
-    /// Sparkplug group id.
-    pub group: String,
-    /// Edge node id.
-    pub edge_node: String,
-}
-
-impl RebirthRequest {
-    /// Topic of the NCMD: `spBv1.0/{group}/NCMD/{edge_node}`.
-    pub fn topic(&self) -> String {
-        format!("{NAMESPACE}/{}/NCMD/{}", self.group, self.edge_node)
-    }
-
-    /// Payload of the NCMD: `Node Control/Rebirth = true` stamped `now`.
-    pub fn payload(&self, now: Timestamp) -> Vec<u8> {
-        let ms = u64::try_from(now.micros() / 1_000).unwrap_or(0);
-        Payload {
-            timestamp: Some(ms),
-            metrics: vec![Metric {
-                name: Some(REBIRTH_METRIC.to_owned()),
-                timestamp: Some(ms),
-                datatype: Some(DataType::Boolean as u32),
-                value: Some(proto::payload::metric::Value::BooleanValue(true)),
-                ..Metric::default()
-            }],
-            ..Payload::default()
-        }
-        .encode_to_vec()
-    }
-}
 
 /// BIRTH state of every edge node seen.
 #[derive(Debug, Default)]
@@ -119,26 +83,6 @@ impl EdgeNode {
             n.saturating_add(d.defs.len())
         })
     }
-}
-
-/// The metrics of one node or device, from its BIRTH.
-#[derive(Debug, Default)]
-struct Scope {
-    defs: Vec<MetricDef>,
-    by_name: HashMap<String, usize>,
-    by_alias: HashMap<u64, usize>,
-}
-
-#[derive(Debug)]
-struct MetricDef {
-    datatype: DataType,
-    storage: Storage,
-    /// Defined transient in the BIRTH: never stored, so no stale mark either.
-    transient: bool,
-    tag: String,
-    meta: TagMeta,
-    /// Last value stored and its time, for null values and stale marks.
-    last: Option<(Value, Timestamp)>,
 }
 
 /// Message-wide context for the metric helpers.
@@ -347,223 +291,6 @@ impl SparkplugState {
         stale_marks(&scope, ctx.default_ts, sink);
         self.metrics_held = self.metrics_held.saturating_sub(scope.defs.len());
         Ok(())
-    }
-}
-
-/// Builds the definitions of a BIRTH. `held` is the number of definitions
-/// other nodes and devices hold.
-fn define(
-    ctx: &Ctx<'_, '_>,
-    metrics: &[Metric],
-    held: usize,
-    sink: &mut Sink<'_>,
-) -> Result<Scope, IngestError> {
-    let limits = ctx.input.limits;
-    if held.saturating_add(metrics.len()) > limits.max_tracked_tags {
-        return Err(IngestError::TooManyTracked {
-            what: "Sparkplug metrics",
-            max: limits.max_tracked_tags,
-        });
-    }
-    let mut scope = Scope::default();
-    for metric in metrics {
-        match definition(ctx, metric) {
-            Ok(Some((name, def))) => {
-                if let Some(alias) = metric.alias {
-                    if scope.by_alias.contains_key(&alias) {
-                        sink.rejected.push(IngestError::DuplicateAlias(alias));
-                        continue;
-                    }
-                    scope.by_alias.insert(alias, scope.defs.len());
-                }
-                scope.by_name.insert(name, scope.defs.len());
-                scope.defs.push(def);
-            }
-            Ok(None) => {}
-            Err(e) => sink.rejected.push(e),
-        }
-    }
-    Ok(scope)
-}
-
-/// One BIRTH metric's definition; `None` for the bdSeq metric.
-fn definition(
-    ctx: &Ctx<'_, '_>,
-    metric: &Metric,
-) -> Result<Option<(String, MetricDef)>, IngestError> {
-    let name = metric
-        .name
-        .as_deref()
-        .ok_or(IngestError::MissingMetricName)?;
-    let topic = ctx.topic;
-    if name == BD_SEQ_METRIC && topic.device.is_none() {
-        return Ok(None);
-    }
-    check_len(name, ctx.input.limits)?;
-    let datatype = value::datatype(metric.datatype.unwrap_or(0))?;
-    let storage = value::storage(datatype);
-    let base = match topic.device {
-        None => format!("{}/{}/{name}", topic.group, topic.edge_node),
-        Some(d) => format!("{}/{}/{d}/{name}", topic.group, topic.edge_node),
-    };
-    let rule = ctx.input.rule;
-    let tag = rule.template.render(&Vars {
-        topic: ctx.input.topic,
-        name: None,
-        sparkplug: Some(SparkplugVars {
-            tag: &base,
-            group: topic.group,
-            node: topic.edge_node,
-            device: topic.device,
-            metric: name,
-        }),
-    })?;
-    let value_type = match storage {
-        Storage::As(t) => t,
-        // Never stored; the type is only a placeholder.
-        Storage::Unsupported => crate::encoding::ValueType::Str,
-    };
-    let mut meta = rule_meta(rule, value_type);
-    if meta.description.is_none() {
-        if let Some(d) = metric
-            .metadata
-            .as_ref()
-            .and_then(|m| m.description.as_deref())
-        {
-            check_len(d, ctx.input.limits)?;
-            meta.description = Some(d.into());
-        }
-    }
-    Ok(Some((
-        name.to_owned(),
-        MetricDef {
-            datatype,
-            storage,
-            transient: metric.is_transient == Some(true),
-            tag,
-            meta,
-            last: None,
-        },
-    )))
-}
-
-/// Turns the metrics of a BIRTH or DATA into points.
-fn emit_values(
-    ctx: &Ctx<'_, '_>,
-    scope: &mut Scope,
-    metrics: &[Metric],
-    birth: bool,
-    sink: &mut Sink<'_>,
-) {
-    for metric in metrics {
-        let index = match (&metric.name, metric.alias) {
-            (Some(name), _) if birth && name == BD_SEQ_METRIC && ctx.topic.device.is_none() => {
-                continue
-            }
-            // Rejected in `define`.
-            (None, _) if birth => continue,
-            (Some(name), alias) => match scope.by_name.get(name) {
-                Some(i) => Some(*i),
-                // A BIRTH metric not defined was already rejected in `define`.
-                None if birth => continue,
-                None => alias.and_then(|a| scope.by_alias.get(&a).copied()),
-            },
-            (None, Some(alias)) => scope.by_alias.get(&alias).copied(),
-            (None, None) => {
-                sink.rejected.push(IngestError::MissingMetricName);
-                continue;
-            }
-        };
-        let Some(def) = index.and_then(|i| scope.defs.get_mut(i)) else {
-            let counter = if metric.name.is_some() {
-                &mut sink.counters.unknown_metrics
-            } else {
-                &mut sink.counters.unknown_aliases
-            };
-            *counter = counter.saturating_add(1);
-            request_rebirth(ctx, sink);
-            continue;
-        };
-        match metric_point(ctx, def, metric, birth, sink) {
-            Ok(Some(c)) => sink.points.push(c),
-            Ok(None) => {}
-            Err(e) => sink.rejected.push(e),
-        }
-    }
-}
-
-/// One metric's point, if it is stored.
-fn metric_point(
-    ctx: &Ctx<'_, '_>,
-    def: &mut MetricDef,
-    metric: &Metric,
-    birth: bool,
-    sink: &mut Sink<'_>,
-) -> Result<Option<Candidate>, IngestError> {
-    if metric.is_transient == Some(true) || def.transient {
-        sink.counters.transient_skipped = sink.counters.transient_skipped.saturating_add(1);
-        return Ok(None);
-    }
-    let Storage::As(value_type) = def.storage else {
-        sink.counters.unsupported_skipped = sink.counters.unsupported_skipped.saturating_add(1);
-        return Ok(None);
-    };
-    let ts = match metric.timestamp {
-        Some(ms) => ms_to_timestamp(ms)?,
-        None => ctx.default_ts,
-    };
-    let (value, quality) = if metric.is_null == Some(true) {
-        let last = def.last.as_ref().map(|(v, _)| v.clone());
-        (last.unwrap_or_else(|| zero(value_type)), NULL_QUALITY)
-    } else {
-        match &metric.value {
-            Some(v) => (
-                value::convert(def.datatype, v, ctx.input.limits)?,
-                crate::encoding::Quality::GOOD,
-            ),
-            // A BIRTH may define a metric without a current value.
-            None if birth => return Ok(None),
-            None => return Err(IngestError::EmptyValue),
-        }
-    };
-    let historical = metric.is_historical == Some(true);
-    if !historical && def.last.as_ref().is_none_or(|(_, t)| ts >= *t) {
-        def.last = Some((value.clone(), ts));
-    }
-    Ok(Some(Candidate {
-        tag_point: TagPoint {
-            tag: def.tag.clone(),
-            point: Point { ts, value, quality },
-            meta: def.meta.clone(),
-        },
-        historical,
-    }))
-}
-
-/// A stale point for every stored tag of `scope`, no earlier than its last
-/// value so that it is the tag's latest state even if clocks disagree.
-fn stale_marks(scope: &Scope, ts: Timestamp, sink: &mut Sink<'_>) {
-    for def in &scope.defs {
-        let Storage::As(value_type) = def.storage else {
-            continue;
-        };
-        if def.transient {
-            continue;
-        }
-        let (value, ts) = match &def.last {
-            Some((v, last_ts)) => (v.clone(), ts.max(*last_ts)),
-            None => (zero(value_type), ts),
-        };
-        sink.push(TagPoint {
-            tag: def.tag.clone(),
-            point: Point {
-                ts,
-                value,
-                quality: STALE_QUALITY,
-            },
-            meta: def.meta.clone(),
-        });
-        sink.counters.stale_marks = sink.counters.stale_marks.saturating_add(1);
     }
 }
 
