@@ -6,6 +6,7 @@
 //! query planning to `query`. `ingest` turns MQTT PUBLISHes (Sparkplug B,
 //! JSON, plain values) into tag points according to the configured rules.
 
+pub mod api;
 pub mod encoding;
 pub mod ingest;
 pub mod query;
