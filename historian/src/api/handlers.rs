@@ -221,12 +221,10 @@ fn recorded_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestError> {
     ]))?;
     let start = params.time("start", "*-1d", ctx.now)?;
     let end = params.time("end", "*", ctx.now)?;
-    let max_count = params
-        .parsed("max_count", |s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("{s:?} is not a count"))
-        })?
-        .unwrap_or(ctx.shared.config.default_max_count);
+    let max_count = params.parsed("max_count", |s| {
+        s.parse::<usize>()
+            .map_err(|_| format!("{s:?} is not a count"))
+    })?;
     // Continuations replace the tag list: each names the tag it resumes.
     let mut resume = Vec::new();
     for t in params.all("continuation") {
@@ -245,7 +243,13 @@ fn recorded_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestError> {
         resume.iter().map(|(tag, _)| tag.clone()).collect()
     };
     let tags = ctx.tags(tag_names)?;
-    if tags.len().saturating_mul(max_count) > ctx.shared.config.max_points_per_response
+    let per_response = ctx.shared.config.max_points_per_response;
+    // Without an explicit max_count, pages shrink so the response fits.
+    let max_count = max_count.unwrap_or_else(|| {
+        let share = per_response / tags.len().max(1);
+        ctx.shared.config.default_max_count.min(share).max(1)
+    });
+    if tags.len().saturating_mul(max_count) > per_response
         && max_count <= ctx.shared.limits.max_page_points
     {
         return Err(RequestError::bad(

@@ -64,19 +64,20 @@ impl Params {
                 other => vec![other],
             };
             for item in items {
-                let text =
-                    match item {
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Number(n) => n.to_string(),
-                        serde_json::Value::Bool(b) => b.to_string(),
-                        _ => return Err(RequestError::bad(
+                let text = match item {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(RequestError::bad(
                             "bad_parameter",
                             &name,
                             format!(
                                 "{name} must be a string, number or boolean (or a list of them)"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 self.pairs.push((name.clone(), text));
             }
         }
