@@ -155,3 +155,27 @@ where
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::ROUTES;
+
+    /// Every `.route(` in `router` is in `ROUTES` (which the OpenAPI test
+    /// checks against openapi.json), so a new route cannot go undocumented.
+    #[test]
+    fn routes_lists_every_route() {
+        let source = include_str!("mod.rs");
+        let body = source.split("pub fn router(").nth(1).unwrap();
+        let body = body.split("\n}\n").next().unwrap();
+        let mut served: Vec<String> = body
+            .split(".route(")
+            .skip(1)
+            .map(|r| r.split('"').nth(1).unwrap().replace("{*name}", "{name}"))
+            .collect();
+        served.sort();
+        let mut listed: Vec<String> = ROUTES.iter().map(|r| (*r).to_owned()).collect();
+        listed.sort();
+        assert_eq!(served, listed);
+    }
+}
