@@ -28,6 +28,7 @@ struct Pki {
     server: (String, String),
     client_a: (String, String),
     stranger: (String, String),
+    local_cn: (String, String),
 }
 
 fn ca(cn: &str) -> (CertificateParams, KeyPair, String) {
@@ -74,6 +75,7 @@ fn pki() -> Pki {
             &issuer,
         ),
         stranger: leaf("client-a", &[], ExtendedKeyUsagePurpose::ClientAuth, &other),
+        local_cn: leaf("local", &[], ExtendedKeyUsagePurpose::ClientAuth, &issuer),
     }
 }
 
@@ -127,7 +129,10 @@ async fn client_certificate_cn_is_the_identity() {
     let pki = pki();
     let mut config = ApiConfig::default();
     config.tls = Some(tls_files(dir.path(), &pki));
-    config.clients = vec![ClientConfig::new("client-a", &["plant1/*"])];
+    config.clients = vec![
+        ClientConfig::new("client-a", &["plant1/*"]),
+        ClientConfig::new("local", &["*"]),
+    ];
     let s = start(config).await;
 
     let a = connector(&pki.ca_pem, Some(&pki.client_a));
@@ -155,8 +160,10 @@ async fn client_certificate_cn_is_the_identity() {
         .iter()
         .all(|t| t["name"].as_str().unwrap().starts_with("plant1/")));
 
-    // No certificate, or one from a CA we do not trust: no HTTP answer.
+    // No certificate, one from a CA we do not trust, or one claiming the
+    // loopback pseudo-identity `local`: no HTTP answer.
     for client in [
+        connector(&pki.ca_pem, Some(&pki.local_cn)),
         connector(&pki.ca_pem, None),
         connector(&pki.ca_pem, Some(&pki.stranger)),
     ] {

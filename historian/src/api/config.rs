@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::error::ApiError;
+use crate::api::pattern::MAX_PATTERN_LEN;
 use crate::query::QueryLimits;
+
+/// Largest `max_connections` and `max_concurrent_queries`: each is a
+/// semaphore, and far beyond what one process serves anyway.
+pub const MAX_SLOTS: usize = 1 << 20;
 
 /// Configuration of the HTTP query API.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -169,6 +175,63 @@ impl From<LimitsConfig> for QueryLimits {
     }
 }
 
+/// Checks what serde cannot: positive limits, semaphore sizes, client rules.
+pub(crate) fn validate(config: &ApiConfig) -> Result<(), ApiError> {
+    for (key, value) in [
+        ("max_connections", config.max_connections),
+        ("max_concurrent_queries", config.max_concurrent_queries),
+        ("max_tags_per_request", config.max_tags_per_request),
+        ("max_points_per_response", config.max_points_per_response),
+        ("default_max_count", config.default_max_count),
+        ("limits.max_page_points", config.limits.max_page_points),
+    ] {
+        if value == 0 {
+            return Err(ApiError::ZeroLimit(key));
+        }
+    }
+    for (key, value) in [
+        ("deadline_ms", config.deadline_ms),
+        ("handshake_timeout_ms", config.handshake_timeout_ms),
+        ("limits.max_intervals", config.limits.max_intervals),
+        (
+            "limits.max_points_scanned",
+            config.limits.max_points_scanned,
+        ),
+    ] {
+        if value == 0 {
+            return Err(ApiError::ZeroLimit(key));
+        }
+    }
+    for (key, value) in [
+        ("max_connections", config.max_connections),
+        ("max_concurrent_queries", config.max_concurrent_queries),
+    ] {
+        if value > MAX_SLOTS {
+            return Err(ApiError::LimitTooLarge {
+                key,
+                max: MAX_SLOTS,
+            });
+        }
+    }
+    for (index, client) in config.clients.iter().enumerate() {
+        let bad = |reason: String| ApiError::BadClient { index, reason };
+        if client.identity.is_empty() {
+            return Err(bad("identity is empty".to_owned()));
+        }
+        if let Some(p) = client
+            .tags
+            .iter()
+            .find(|p| p.chars().count() > MAX_PATTERN_LEN)
+        {
+            return Err(bad(format!(
+                "tag pattern {:?}... is longer than {MAX_PATTERN_LEN} characters",
+                p.chars().take(20).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -187,5 +250,31 @@ mod tests {
         assert_eq!(c.limits.max_intervals, 7);
         assert_eq!(c.clients, vec![ClientConfig::new("a", &["plant1/*"])]);
         assert!(toml::from_str::<ApiConfig>("deadline = 5").is_err());
+        assert!(validate(&ApiConfig::default()).is_ok());
+        let c = ApiConfig {
+            max_connections: usize::MAX,
+            ..ApiConfig::default()
+        };
+        assert!(matches!(
+            validate(&c),
+            Err(ApiError::LimitTooLarge {
+                key: "max_connections",
+                ..
+            })
+        ));
+        let mut c = ApiConfig::default();
+        c.clients.push(ClientConfig::new("", &["*"]));
+        assert!(matches!(
+            validate(&c),
+            Err(ApiError::BadClient { index: 1, .. })
+        ));
+        let c = ApiConfig {
+            deadline_ms: 0,
+            ..ApiConfig::default()
+        };
+        assert_eq!(
+            validate(&c).unwrap_err().to_string(),
+            "historian.api.deadline_ms must be greater than zero"
+        );
     }
 }

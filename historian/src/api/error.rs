@@ -35,6 +35,22 @@ pub enum ApiError {
     /// A limit that must be positive is zero.
     #[error("historian.api.{0} must be greater than zero")]
     ZeroLimit(&'static str),
+    /// A limit is larger than the server can honour.
+    #[error("historian.api.{key} must be at most {max}")]
+    LimitTooLarge {
+        /// The config key.
+        key: &'static str,
+        /// Its largest accepted value.
+        max: usize,
+    },
+    /// A `[[historian.api.clients]]` entry is unusable.
+    #[error("historian.api.clients[{index}]: {reason}")]
+    BadClient {
+        /// Position in the list.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Binding or accepting failed.
     #[error("historian.api.bind: {0}")]
     Io(#[from] std::io::Error),

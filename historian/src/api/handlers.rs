@@ -265,10 +265,9 @@ fn recorded_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestError> {
     let mut out = Vec::with_capacity(tags.len());
     for (i, info) in tags.into_iter().enumerate() {
         ctx.check_cancelled()?;
+        let w = weighting(params, &info)?;
         let boundary = params
-            .parsed("boundary", |s| {
-                parse_boundary(s, weighting(params, &info).unwrap_or(Interpolation::Linear))
-            })?
+            .parsed("boundary", |s| parse_boundary(s, w))?
             .unwrap_or(query::Boundary::Inside);
         let cont = resume.get(i).map(|(_, c)| c);
         let page = query::recorded(
@@ -532,7 +531,16 @@ async fn answer(
         .cloned()
         .unwrap_or_else(|| ClientIdentity::new(""));
     let mut params = Params::from_query(parts.uri.query());
-    let body = read_body(body, s.config.max_body_bytes).await?;
+    // A body trickled in slowly must not outlive the deadline either.
+    let body = tokio::time::timeout_at(deadline, read_body(body, s.config.max_body_bytes))
+        .await
+        .map_err(|_| {
+            RequestError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive within the deadline",
+            )
+        })??;
     if !body.is_empty() {
         params.add_json(&body)?;
     }

@@ -103,9 +103,7 @@ impl ApiState {
 /// The axum router. Requests must carry a `ClientIdentity` extension (the
 /// accept loop in `serve` adds it); without one nothing is readable.
 pub fn router(config: &ApiConfig, state: ApiState) -> Result<Router, ApiError> {
-    if config.max_concurrent_queries == 0 {
-        return Err(ApiError::ZeroLimit("max_concurrent_queries"));
-    }
+    config::validate(config)?;
     let shared = Arc::new(handlers::Shared {
         source: state.source,
         catalog: state.catalog,

@@ -25,7 +25,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::api::auth::ClientIdentity;
-use crate::api::config::{ApiConfig, TlsConfig, LOCAL_IDENTITY};
+use crate::api::config::{validate, ApiConfig, TlsConfig, LOCAL_IDENTITY};
 use crate::api::error::ApiError;
 use crate::api::{router, ApiState};
 
@@ -102,29 +102,12 @@ pub async fn serve_on(
     Ok(())
 }
 
-/// Refuses plain HTTP off loopback and zero limits.
+/// Refuses plain HTTP off loopback and unusable limits.
 fn check(config: &ApiConfig, addr: SocketAddr) -> Result<(), ApiError> {
     if config.tls.is_none() && !addr.ip().is_loopback() {
         return Err(ApiError::TlsRequired(addr));
     }
-    for (name, value) in [
-        ("max_connections", config.max_connections),
-        ("max_concurrent_queries", config.max_concurrent_queries),
-        ("max_tags_per_request", config.max_tags_per_request),
-        ("max_points_per_response", config.max_points_per_response),
-        ("default_max_count", config.default_max_count),
-    ] {
-        if value == 0 {
-            return Err(ApiError::ZeroLimit(name));
-        }
-    }
-    if config.deadline_ms == 0 {
-        return Err(ApiError::ZeroLimit("deadline_ms"));
-    }
-    if config.handshake_timeout_ms == 0 {
-        return Err(ApiError::ZeroLimit("handshake_timeout_ms"));
-    }
-    Ok(())
+    validate(config)
 }
 
 async fn connection(
@@ -158,8 +141,10 @@ async fn connection(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| common_name(leaf.as_ref()));
-            let Some(cn) = cn else {
-                tracing::info!(%peer, "client certificate without a CN; closing");
+            // `local` is the loopback pseudo-identity: a certificate must
+            // not borrow its rights.
+            let Some(cn) = cn.filter(|cn| cn != LOCAL_IDENTITY && !cn.is_empty()) else {
+                tracing::info!(%peer, "client certificate without a usable CN; closing");
                 return;
             };
             tracing::Span::current().record("identity", cn.as_str());
