@@ -45,6 +45,7 @@ async fn bad_queries_get_json_errors() {
         ("/api/v1/streams/plot?tag=plant1/temp&intervals=0".into(), 400, "zero_interval", Some("interval")),
         ("/api/v1/tags?limit=99999999".into(), 400, "bad_parameter", Some("limit")),
         ("/api/v1/nothing".into(), 404, "not_found", None),
+        ("/api/v1/tags/%FF%FE".into(), 400, "bad_parameter", Some("name")),
     ];
     for (path, status, code, parameter) in cases {
         let r = get(s.addr, &path).await;

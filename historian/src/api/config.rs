@@ -183,6 +183,8 @@ pub(crate) fn validate(config: &ApiConfig) -> Result<(), ApiError> {
         ("max_tags_per_request", config.max_tags_per_request),
         ("max_points_per_response", config.max_points_per_response),
         ("default_max_count", config.default_max_count),
+        ("max_search_results", config.max_search_results),
+        ("max_body_bytes", config.max_body_bytes),
         ("limits.max_page_points", config.limits.max_page_points),
     ] {
         if value == 0 {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -467,10 +468,13 @@ pub(crate) async fn tags(State(s): State<Arc<Shared>>, req: Request) -> Response
 }
 pub(crate) async fn tag(
     State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Response {
     run_with(s, endpoint::TAG, req, move |ctx, params| {
+        // Percent-decoding to something other than UTF-8.
+        let Path(name) =
+            name.map_err(|e| RequestError::bad("bad_parameter", "name", e.body_text()))?;
         tag_job(ctx, params, &name)
     })
     .await
