@@ -209,3 +209,37 @@ async fn refuses_to_start_without_safe_tls() {
         .unwrap_err();
     assert!(e.to_string().contains("historian.api.tls.key_file"), "{e}");
 }
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let mut config = ApiConfig::default();
+    config.tls = Some(tls_files(dir.path(), &pki));
+    config.handshake_timeout_ms = 200;
+    let s = start(config).await;
+    // Connect and say nothing: the server hangs up (EOF or reset), no sleep needed.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tcp.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0);
+    s.stop().await.unwrap();
+
+    // Plain HTTP: a request whose headers never finish is dropped too.
+    let mut config = ApiConfig::default();
+    config.handshake_timeout_ms = 200;
+    let s = start(config).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET /api/v1/tags HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    s.stop().await.unwrap();
+}

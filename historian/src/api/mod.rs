@@ -4,8 +4,9 @@
 //! * `config` — `ApiConfig`, the `[historian.api]` section.
 //! * `serve` — the accept loop: plain HTTP on loopback, else HTTPS with
 //!   client certificates; connection cap, handshake timeout, shutdown.
-//! * `handlers` — one job per endpoint, run on a blocking thread under the
-//!   query deadline (storage reads block).
+//! * `handlers` — axum plumbing: body, identity, deadline, metrics.
+//! * `jobs` — one job per endpoint, run on a blocking thread (storage reads
+//!   block): parameters, authorization, engine calls.
 //! * `params`, `token`, `output` — parameters in, continuation tokens, JSON
 //!   and CSV out.
 //! * `auth` — `Access::authorize`, the one place a read is allowed.
@@ -22,6 +23,7 @@ mod catalog;
 mod config;
 mod error;
 mod handlers;
+mod jobs;
 mod metrics;
 mod output;
 mod params;
