@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     /// One permit per query running on a blocking thread.
     pub(crate) query_slots: Arc<Semaphore>,
 }
+
 /// Endpoint names, as metrics label them.
 pub(crate) mod endpoint {
     pub const TAGS: &str = "tags";
@@ -65,24 +66,31 @@ type Job = fn(&Ctx, &Params) -> Result<Output, RequestError>;
 pub(crate) async fn latest(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::LATEST, req, jobs::latest_job).await
 }
+
 pub(crate) async fn value(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::VALUE, req, jobs::value_job).await
 }
+
 pub(crate) async fn recorded(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::RECORDED, req, jobs::recorded_job).await
 }
+
 pub(crate) async fn interpolated(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::INTERPOLATED, req, jobs::interpolated_job).await
 }
+
 pub(crate) async fn summary(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::SUMMARY, req, jobs::summary_job).await
 }
+
 pub(crate) async fn plot(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::PLOT, req, jobs::plot_job).await
 }
+
 pub(crate) async fn tags(State(s): State<Arc<Shared>>, req: Request) -> Response {
     run(s, endpoint::TAGS, req, jobs::tags_job).await
 }
+
 pub(crate) async fn tag(
     State(s): State<Arc<Shared>>,
     name: Result<Path<String>, PathRejection>,
