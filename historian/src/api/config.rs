@@ -13,6 +13,10 @@ use crate::api::error::ApiError;
 use crate::api::pattern::MAX_PATTERN_LEN;
 use crate::query::QueryLimits;
 
+/// Largest `deadline_ms` and `handshake_timeout_ms`, one day: longer is a
+/// mistake, and deadlines are added to `Instant::now()`, which must not overflow.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 /// Largest `max_connections` and `max_concurrent_queries`: each is a
 /// semaphore, and far beyond what one process serves anyway.
 pub const MAX_SLOTS: usize = 1 << 20;
@@ -212,6 +216,17 @@ pub(crate) fn validate(config: &ApiConfig) -> Result<(), ApiError> {
             return Err(ApiError::LimitTooLarge {
                 key,
                 max: MAX_SLOTS,
+            });
+        }
+    }
+    for (key, value) in [
+        ("deadline_ms", config.deadline_ms),
+        ("handshake_timeout_ms", config.handshake_timeout_ms),
+    ] {
+        if value > MAX_TIMEOUT_MS {
+            return Err(ApiError::LimitTooLarge {
+                key,
+                max: usize::try_from(MAX_TIMEOUT_MS).unwrap_or(usize::MAX),
             });
         }
     }

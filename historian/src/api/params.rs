@@ -165,11 +165,17 @@ impl Params {
 /// integer of epoch milliseconds.
 pub fn parse_time(s: &str, now: Timestamp) -> Result<Timestamp, String> {
     let s = s.trim();
-    let day = DAY_US;
+    let today = |days_back: i64| {
+        now.micros()
+            .div_euclid(DAY_US)
+            .checked_sub(days_back)
+            .and_then(|d| d.checked_mul(DAY_US))
+            .ok_or_else(|| format!("{s:?} is out of range"))
+    };
     let base = match s.chars().next() {
         Some('*') => Some(now.micros()),
-        Some('t') => Some(now.micros().div_euclid(day) * day),
-        Some('y') => Some((now.micros().div_euclid(day) - 1) * day),
+        Some('t') => Some(today(0)?),
+        Some('y') => Some(today(1)?),
         _ => None,
     };
     if let Some(base) = base {
@@ -399,5 +405,23 @@ mod tests {
         );
         assert_eq!(parse_summary_types(["all"].into_iter()).unwrap().len(), 11);
         assert!(parse_summary_types(["median"].into_iter()).is_err());
+    }
+
+    proptest::proptest! {
+        /// Query strings are the client's: parsing must never panic.
+        #[test]
+        fn parsers_never_panic(s in ".{0,40}", now in proptest::num::i64::ANY) {
+            let _ = parse_time(&s, Timestamp::from_micros(now));
+            let _ = parse_interval(&s);
+            let _ = parse_summary_types([s.as_str()].into_iter());
+            let _ = crate::api::token::decode(&s);
+            let _ = crate::api::pattern::matches(&s, &s);
+        }
+
+        #[test]
+        fn relative_times_never_panic(base in "[*ty]", sign in "[+-]", n in proptest::num::u64::ANY, unit in "(us|ms|s|m|h|d|w)") {
+            let _ = parse_time(&format!("{base}{sign}{n}{unit}"), Timestamp::from_micros(i64::MAX));
+            let _ = parse_time(&format!("{base}{sign}{n}{unit}"), Timestamp::from_micros(i64::MIN));
+        }
     }
 }
