@@ -196,17 +196,18 @@ async fn answer(
     let work = tokio::task::spawn_blocking(move || {
         // The permit lives as long as the work, even after the deadline.
         let _permit = permit;
-        job(&ctx, &params)
+        // Encoding a large answer is CPU work too: keep it off the async
+        // workers and under the deadline.
+        job(&ctx, &params).map(|output| output.render(format, time_format))
     });
-    let output = match tokio::time::timeout_at(deadline, work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Err(_) => {
             cancelled.store(true, Ordering::Relaxed);
-            return Err(deadline_error(&s.config));
+            Err(deadline_error(&s.config))
         }
-        Ok(Err(join)) => return Err(RequestError::internal(&join)),
-        Ok(Ok(result)) => result?,
-    };
-    Ok(output.render(format, time_format))
+        Ok(Err(join)) => Err(RequestError::internal(&join)),
+        Ok(Ok(result)) => result,
+    }
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, RequestError> {
