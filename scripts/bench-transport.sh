@@ -67,7 +67,7 @@ sys_interval_secs = 0
 sync = "os"
 TOML
 
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # 2,000 devices need as many sockets
 ip netns exec cv-srv "$bin/converge" serve --config "$work/bench.toml" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
