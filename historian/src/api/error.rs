@@ -125,7 +125,7 @@ impl IntoResponse for RequestError {
 }
 
 impl From<QueryError> for RequestError {
-    // docs/QUERY-draft.md section 8 gives this mapping.
+    // docs/API.md Part II §8 gives this mapping.
     fn from(e: QueryError) -> Self {
         let message = e.to_string();
         let (status, code, parameter) = match &e {

@@ -1,5 +1,5 @@
 //! The historian's HTTP query API for IT applications (axum), following the
-//! PI Web API streams calls; docs/API-draft.md documents it for users.
+//! PI Web API streams calls; docs/API.md documents it for users.
 //!
 //! * `config` — `ApiConfig`, the `[historian.api]` section.
 //! * `serve` — the accept loop: plain HTTP on loopback, else HTTPS with

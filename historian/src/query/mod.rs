@@ -1,6 +1,6 @@
 //! Query: the pure engine behind the historian's read API. Its semantics
 //! follow the PI Web API streams (recorded, value at a time, interpolated,
-//! summary, plot), which plant IT people already know; docs/QUERY-draft.md
+//! summary, plot), which plant IT people already know; docs/API.md (Part II)
 //! states them call by call.
 //!
 //! * `source` — the `Source` trait storage implements, plus `MemSource` for tests.
