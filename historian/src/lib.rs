@@ -6,3 +6,4 @@
 //! query planning to `query`.
 
 pub mod encoding;
+pub mod storage;
