@@ -36,9 +36,14 @@ fn all(s: &Storage, tag: TagId) -> Vec<Point> {
 fn ten_thousand_points_make_two_blocks_and_a_recent_tail() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open_standalone(dir.path(), config()).unwrap();
-    let points: Vec<Point> = (0..10_000).map(|i| f(1_000_000 * i, i as f64 * 0.5)).collect();
+    let points: Vec<Point> = (0..10_000)
+        .map(|i| f(1_000_000 * i, i as f64 * 0.5))
+        .collect();
     for chunk in points.chunks(1000) {
-        let batch: Vec<_> = chunk.iter().map(|p| (TagRef::Name("a/b"), p.clone())).collect();
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|p| (TagRef::Name("a/b"), p.clone()))
+            .collect();
         s.write(&batch).unwrap();
     }
     let tag = s.tag_by_name("a/b").unwrap();
@@ -54,37 +59,69 @@ fn ten_thousand_points_make_two_blocks_and_a_recent_tail() {
     assert_eq!(s.latest(tag.id).unwrap(), points.last().cloned());
 
     // Sub-ranges and limits straddling the block boundary.
-    let got = s.range(tag.id, ts(4_000_000_000), ts(4_200_000_000), usize::MAX).unwrap();
+    let got = s
+        .range(tag.id, ts(4_000_000_000), ts(4_200_000_000), usize::MAX)
+        .unwrap();
     assert_eq!(got, points[4000..=4200]);
     let got = s.range(tag.id, ts(8_000_000_000), ts(MAX), 300).unwrap();
     assert_eq!(got, points[8000..8300]);
-    assert_eq!(s.before(tag.id, ts(4_096_000_000), false).unwrap(), Some(points[4095].clone()));
-    assert_eq!(s.before(tag.id, ts(4_096_000_000), true).unwrap(), Some(points[4096].clone()));
-    assert_eq!(s.before(tag.id, ts(4_095_500_000), true).unwrap(), Some(points[4095].clone()));
-    assert_eq!(s.after(tag.id, ts(4_095_000_000), false).unwrap(), Some(points[4096].clone()));
-    assert_eq!(s.after(tag.id, ts(8_191_000_001), true).unwrap(), Some(points[8192].clone()));
+    assert_eq!(
+        s.before(tag.id, ts(4_096_000_000), false).unwrap(),
+        Some(points[4095].clone())
+    );
+    assert_eq!(
+        s.before(tag.id, ts(4_096_000_000), true).unwrap(),
+        Some(points[4096].clone())
+    );
+    assert_eq!(
+        s.before(tag.id, ts(4_095_500_000), true).unwrap(),
+        Some(points[4095].clone())
+    );
+    assert_eq!(
+        s.after(tag.id, ts(4_095_000_000), false).unwrap(),
+        Some(points[4096].clone())
+    );
+    assert_eq!(
+        s.after(tag.id, ts(8_191_000_001), true).unwrap(),
+        Some(points[8192].clone())
+    );
     assert_eq!(s.after(tag.id, ts(9_999_000_000), false).unwrap(), None);
     assert_eq!(s.before(tag.id, ts(0), false).unwrap(), None);
-    assert_eq!(s.after(tag.id, ts(-5), false).unwrap(), Some(points[0].clone()));
+    assert_eq!(
+        s.after(tag.id, ts(-5), false).unwrap(),
+        Some(points[0].clone())
+    );
 }
 
 #[test]
 fn duplicates_replace_also_inside_sealed_blocks_and_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Storage::open_standalone(dir.path(), StorageConfig {
-        seal_threshold: 100,
-        ..config()
-    })
+    let s = Storage::open_standalone(
+        dir.path(),
+        StorageConfig {
+            seal_threshold: 100,
+            ..config()
+        },
+    )
     .unwrap();
     let id = s.ensure_tag(TagMeta::new("t", ValueType::I64)).unwrap();
-    let batch: Vec<_> = (0..250).map(|i| (TagRef::Id(id), Point::good(ts(i * 10), Value::I64(i)))).collect();
+    let batch: Vec<_> = (0..250)
+        .map(|i| (TagRef::Id(id), Point::good(ts(i * 10), Value::I64(i))))
+        .collect();
     let sum = s.write(&batch).unwrap();
     assert_eq!((sum.points, sum.replaced, sum.blocks_written), (250, 0, 2));
 
     // Replace one sealed point, one recent point, and add a late new one.
     let bad = Quality::new(Severity::Bad, 3);
     let fixes = vec![
-        (TagRef::Id(id), Point { ts: ts(50), value: Value::I64(-1), quality: bad }),
+        (
+            TagRef::Id(id),
+            Point {
+                ts: ts(50),
+                value: Value::I64(-1),
+                quality: bad,
+            },
+        ),
         (TagRef::Id(id), Point::good(ts(2300), Value::I64(-2))),
         (TagRef::Id(id), Point::good(ts(55), Value::I64(-3))),
         (TagRef::Id(id), Point::good(ts(55), Value::I64(-4))),
@@ -95,19 +132,40 @@ fn duplicates_replace_also_inside_sealed_blocks_and_are_counted() {
 
     let got = all(&s, id);
     assert_eq!(got.len(), 251);
-    assert_eq!(got[5], Point { ts: ts(50), value: Value::I64(-1), quality: bad });
+    assert_eq!(
+        got[5],
+        Point {
+            ts: ts(50),
+            value: Value::I64(-1),
+            quality: bad
+        }
+    );
     assert_eq!(got[6], Point::good(ts(55), Value::I64(-4)));
     assert_eq!(got[231], Point::good(ts(2300), Value::I64(-2)));
     assert_eq!(s.stats("t").unwrap()[0].points, 251);
 
     // Enough late points to seal again: they merge into the existing blocks.
-    let late: Vec<_> = (0..100).map(|i| (TagRef::Id(id), Point::good(ts(i * 10 + 1), Value::I64(1000 + i)))).collect();
+    let late: Vec<_> = (0..100)
+        .map(|i| {
+            (
+                TagRef::Id(id),
+                Point::good(ts(i * 10 + 1), Value::I64(1000 + i)),
+            )
+        })
+        .collect();
     s.write(&late).unwrap();
     let got = all(&s, id);
     assert_eq!(got.len(), 351);
     assert!(got.windows(2).all(|w| w[0].ts < w[1].ts));
     let at50 = got.iter().find(|p| p.ts == ts(50)).unwrap();
-    assert_eq!(*at50, Point { ts: ts(50), value: Value::I64(-1), quality: bad });
+    assert_eq!(
+        *at50,
+        Point {
+            ts: ts(50),
+            value: Value::I64(-1),
+            quality: bad
+        }
+    );
     let st = &s.stats("t").unwrap()[0];
     assert_eq!(st.points, 351);
     assert!(st.recent_points < 100, "{st:?}");
@@ -116,7 +174,10 @@ fn duplicates_replace_also_inside_sealed_blocks_and_are_counted() {
 #[test]
 fn reopen_gives_the_same_reads_and_latest() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = StorageConfig { seal_threshold: 64, ..config() };
+    let cfg = StorageConfig {
+        seal_threshold: 64,
+        ..config()
+    };
     let (before, latest, tags) = {
         let s = Storage::open_standalone(dir.path(), cfg.clone()).unwrap();
         for round in 0..5 {
@@ -124,7 +185,10 @@ fn reopen_gives_the_same_reads_and_latest() {
                 .flat_map(|i| {
                     [
                         (TagRef::Name("x"), f(i * 7 + round, i as f64)),
-                        (TagRef::Name("y"), Point::good(ts(1000 - i * 3 - round), Value::Str(format!("s{i}")))),
+                        (
+                            TagRef::Name("y"),
+                            Point::good(ts(1000 - i * 3 - round), Value::Str(format!("s{i}"))),
+                        ),
                     ]
                 })
                 .collect();
@@ -132,7 +196,11 @@ fn reopen_gives_the_same_reads_and_latest() {
         }
         let x = s.tag_by_name("x").unwrap().id;
         let y = s.tag_by_name("y").unwrap().id;
-        ((all(&s, x), all(&s, y)), (s.latest(x).unwrap(), s.latest(y).unwrap()), s.tags())
+        (
+            (all(&s, x), all(&s, y)),
+            (s.latest(x).unwrap(), s.latest(y).unwrap()),
+            s.tags(),
+        )
     };
     let s = Storage::open_standalone(dir.path(), cfg).unwrap();
     assert_eq!(s.tags(), tags);
@@ -161,21 +229,34 @@ fn wrong_value_type_is_rejected_and_nothing_is_written() {
         .unwrap_err();
     assert_eq!(
         err,
-        StorageError::TypeMismatch { tag: id, expected: ValueType::F64, found: ValueType::Bool }
+        StorageError::TypeMismatch {
+            tag: id,
+            expected: ValueType::F64,
+            found: ValueType::Bool
+        }
     );
     assert_eq!(all(&s, id), vec![]);
     assert!(s.tag_by_name("new").is_none());
     // Also within one batch for a tag it creates.
     let err = s
-        .write(&[(TagRef::Name("n2"), f(1, 1.0)), (TagRef::Name("n2"), Point::good(ts(2), Value::I64(1)))])
+        .write(&[
+            (TagRef::Name("n2"), f(1, 1.0)),
+            (TagRef::Name("n2"), Point::good(ts(2), Value::I64(1))),
+        ])
         .unwrap_err();
     assert!(matches!(err, StorageError::TypeMismatch { .. }), "{err}");
     assert!(matches!(
         s.ensure_tag(TagMeta::new("temp", ValueType::I64)),
         Err(StorageError::TagTypeConflict { .. })
     ));
-    assert_eq!(s.write(&[(TagRef::Id(TagId(99)), f(1, 1.0))]), Err(StorageError::UnknownTagId(TagId(99))));
-    assert!(matches!(s.write(&[(TagRef::Name(""), f(1, 1.0))]), Err(StorageError::InvalidTagMeta(_))));
+    assert_eq!(
+        s.write(&[(TagRef::Id(TagId(99)), f(1, 1.0))]),
+        Err(StorageError::UnknownTagId(TagId(99)))
+    );
+    assert!(matches!(
+        s.write(&[(TagRef::Name(""), f(1, 1.0))]),
+        Err(StorageError::InvalidTagMeta(_))
+    ));
     // The storage still works.
     s.write(&[(TagRef::Id(id), f(3, 3.0))]).unwrap();
     assert_eq!(all(&s, id), vec![f(3, 3.0)]);
@@ -184,16 +265,30 @@ fn wrong_value_type_is_rejected_and_nothing_is_written() {
 #[test]
 fn retention_removes_old_data_and_keeps_new() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Storage::open_standalone(dir.path(), StorageConfig { seal_threshold: 100, ..config() }).unwrap();
+    let s = Storage::open_standalone(
+        dir.path(),
+        StorageConfig {
+            seal_threshold: 100,
+            ..config()
+        },
+    )
+    .unwrap();
     let mut meta = TagMeta::new("short", ValueType::F64);
     meta.retention = Some(Duration::from_micros(1000));
     let short = s.ensure_tag(meta).unwrap();
-    let keep = s.ensure_tag(TagMeta::new("forever", ValueType::F64)).unwrap();
+    let keep = s
+        .ensure_tag(TagMeta::new("forever", ValueType::F64))
+        .unwrap();
     // 0..1990 µs step 10 seal into blocks [0, 990] and [1000, 1990];
     // 2000..2980 (99 points, under the threshold) stay recent.
     let write = |range: std::ops::Range<i64>| {
         let batch: Vec<_> = range
-            .flat_map(|i| [(TagRef::Id(short), f(i * 10, 1.0)), (TagRef::Id(keep), f(i * 10, 2.0))])
+            .flat_map(|i| {
+                [
+                    (TagRef::Id(short), f(i * 10, 1.0)),
+                    (TagRef::Id(keep), f(i * 10, 2.0)),
+                ]
+            })
             .collect();
         s.write(&batch).unwrap();
     };
@@ -204,7 +299,10 @@ fn retention_removes_old_data_and_keeps_new() {
 
     // Cutoff 1500: the first block goes, the straddling one stays whole.
     let sum = s.enforce_retention(ts(2500)).unwrap();
-    assert_eq!((sum.tags, sum.blocks_deleted, sum.recent_deleted), (1, 1, 0));
+    assert_eq!(
+        (sum.tags, sum.blocks_deleted, sum.recent_deleted),
+        (1, 1, 0)
+    );
     assert_eq!(all(&s, short).first().map(|p| p.ts), Some(ts(1000)));
     assert_eq!(all(&s, keep).len(), 299);
 
@@ -232,17 +330,34 @@ fn retention_removes_old_data_and_keeps_new() {
 #[test]
 fn corrupt_block_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Storage::open_standalone(dir.path(), StorageConfig { seal_threshold: 50, ..config() }).unwrap();
-    let batch: Vec<_> = (0..60).map(|i| (TagRef::Name("c"), f(i, i as f64))).collect();
+    let s = Storage::open_standalone(
+        dir.path(),
+        StorageConfig {
+            seal_threshold: 50,
+            ..config()
+        },
+    )
+    .unwrap();
+    let batch: Vec<_> = (0..60)
+        .map(|i| (TagRef::Name("c"), f(i, i as f64)))
+        .collect();
     s.write(&batch).unwrap();
     let id = s.tag_by_name("c").unwrap().id;
     let cf = s.db().cf_handle(CF_BLOCKS).unwrap();
-    let (key, value) = s.db().iterator_cf(cf, rocksdb::IteratorMode::Start).next().unwrap().unwrap();
+    let (key, value) = s
+        .db()
+        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .next()
+        .unwrap()
+        .unwrap();
     for at in [0, 10, value.len() / 2, value.len() - 1] {
         let mut bad = value.to_vec();
         bad[at] ^= 0x40;
         s.db().put_cf(cf, &key, &bad).unwrap();
-        assert!(matches!(s.range(id, ts(MIN), ts(MAX), 100), Err(StorageError::CorruptBlock { .. })));
+        assert!(matches!(
+            s.range(id, ts(MIN), ts(MAX), 100),
+            Err(StorageError::CorruptBlock { .. })
+        ));
         assert!(s.before(id, ts(10), true).is_err());
         assert!(s.after(id, ts(10), true).is_err());
         assert!(s.write(&[(TagRef::Id(id), f(5, 0.0))]).is_err());
@@ -257,13 +372,22 @@ fn corrupt_block_is_an_error_not_a_panic() {
 fn search_and_latest_many() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open_standalone(dir.path(), config()).unwrap();
-    let batch: Vec<_> = ["plant/a/temp", "plant/b/temp", "plant/b/flow", "office/temp"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (TagRef::Name(n), f(i as i64, i as f64)))
-        .collect();
+    let batch: Vec<_> = [
+        "plant/a/temp",
+        "plant/b/temp",
+        "plant/b/flow",
+        "office/temp",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, n)| (TagRef::Name(n), f(i as i64, i as f64)))
+    .collect();
     s.write(&batch).unwrap();
-    let names: Vec<String> = s.search("plant/*/temp").into_iter().map(|t| t.meta.name).collect();
+    let names: Vec<String> = s
+        .search("plant/*/temp")
+        .into_iter()
+        .map(|t| t.meta.name)
+        .collect();
     assert_eq!(names, ["plant/a/temp", "plant/b/temp"]);
     assert_eq!(s.search("*temp").len(), 3);
     let ids: Vec<TagId> = s.tags().iter().map(|t| t.id).chain([TagId(77)]).collect();
@@ -279,7 +403,9 @@ fn plan_joins_a_foreign_batch_and_abandoned_plans_change_nothing() {
     let s = Storage::open_standalone(dir.path(), config()).unwrap();
     let mut ws = s.plan(&[(TagRef::Name("g"), f(1, 1.0))]).unwrap();
     ws.add(&[(TagRef::Name("g"), f(2, 2.0))]).unwrap();
-    assert!(ws.add(&[(TagRef::Name("g"), Point::good(ts(3), Value::I64(1)))]).is_err());
+    assert!(ws
+        .add(&[(TagRef::Name("g"), Point::good(ts(3), Value::I64(1)))])
+        .is_err());
     let mut batch = rocksdb::WriteBatch::default();
     ws.append_to(&mut batch).unwrap();
     assert!(!ws.ops().unwrap().is_empty());
@@ -290,7 +416,9 @@ fn plan_joins_a_foreign_batch_and_abandoned_plans_change_nothing() {
     assert_eq!(all(&s, g), vec![f(1, 1.0), f(2, 2.0)]);
 
     // Dropped without writing: no tag, same latest.
-    let ws = s.plan(&[(TagRef::Name("h"), f(1, 1.0)), (TagRef::Id(g), f(9, 9.0))]).unwrap();
+    let ws = s
+        .plan(&[(TagRef::Name("h"), f(1, 1.0)), (TagRef::Id(g), f(9, 9.0))])
+        .unwrap();
     drop(ws);
     assert!(s.tag_by_name("h").is_none());
     assert_eq!(s.latest(g).unwrap(), Some(f(2, 2.0)));
@@ -298,7 +426,10 @@ fn plan_joins_a_foreign_batch_and_abandoned_plans_change_nothing() {
     // A failed commit poisons.
     let ws = s.plan(&[(TagRef::Id(g), f(9, 9.0))]).unwrap();
     ws.failed();
-    assert_eq!(s.write(&[(TagRef::Id(g), f(9, 9.0))]), Err(StorageError::Poisoned));
+    assert_eq!(
+        s.write(&[(TagRef::Id(g), f(9, 9.0))]),
+        Err(StorageError::Poisoned)
+    );
 }
 
 #[test]
@@ -312,23 +443,40 @@ fn seal_hook_sees_every_block_and_can_write_rollups() {
             self.0.lock().unwrap().push((tag, points.len()));
             let mut key = tag.0.to_be_bytes().to_vec();
             key.extend_from_slice(&points[0].ts.micros().to_be_bytes());
-            ops.push(Op::Put { cf: CF_ROLLUP_1M, key, value: vec![1] });
+            ops.push(Op::Put {
+                cf: CF_ROLLUP_1M,
+                key,
+                value: vec![1],
+            });
         }
     }
 
     let dir = tempfile::tempdir().unwrap();
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let s = Storage::open_standalone(dir.path(), StorageConfig { seal_threshold: 10, ..config() })
-        .unwrap()
-        .with_seal_hook(Box::new(Recorder(calls.clone())));
-    let batch: Vec<_> = (0..25).map(|i| (TagRef::Name("r"), f(i * 2, 0.0))).collect();
+    let s = Storage::open_standalone(
+        dir.path(),
+        StorageConfig {
+            seal_threshold: 10,
+            ..config()
+        },
+    )
+    .unwrap()
+    .with_seal_hook(Box::new(Recorder(calls.clone())));
+    let batch: Vec<_> = (0..25)
+        .map(|i| (TagRef::Name("r"), f(i * 2, 0.0)))
+        .collect();
     s.write(&batch).unwrap();
     let id = s.tag_by_name("r").unwrap().id;
     assert_eq!(*calls.lock().unwrap(), vec![(id, 10), (id, 10)]);
     // A late point rewrites its block: the hook sees the whole new block.
-    let late: Vec<_> = (0..10).map(|i| (TagRef::Id(id), f(i * 2 + 1, 1.0))).collect();
+    let late: Vec<_> = (0..10)
+        .map(|i| (TagRef::Id(id), f(i * 2 + 1, 1.0)))
+        .collect();
     s.write(&late).unwrap();
     assert_eq!(calls.lock().unwrap()[2..], [(id, 20)]);
     let cf = s.db().cf_handle(CF_ROLLUP_1M).unwrap();
-    assert_eq!(s.db().iterator_cf(cf, rocksdb::IteratorMode::Start).count(), 2);
+    assert_eq!(
+        s.db().iterator_cf(cf, rocksdb::IteratorMode::Start).count(),
+        2
+    );
 }

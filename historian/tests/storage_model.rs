@@ -47,7 +47,9 @@ fn check(
             prop_assert!(want.is_empty());
             continue;
         };
-        let got = s.range(tag.id, ts(i64::MIN), ts(i64::MAX), usize::MAX).unwrap();
+        let got = s
+            .range(tag.id, ts(i64::MIN), ts(i64::MAX), usize::MAX)
+            .unwrap();
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(s.latest(tag.id).unwrap(), want.last().cloned());
         prop_assert_eq!(s.stats(name).unwrap()[0].points, want.len() as u64);

@@ -53,11 +53,11 @@ pub fn tag_prefix(tag: TagId) -> [u8; 4] {
 }
 
 /// Exclusive upper bound of every series key of `tag`: the next tag's
-/// prefix, or `FF FF FF FF FF` after the last possible tag.
+/// prefix, or 13 bytes of `FF` (past every 12-byte key) after the last tag.
 pub fn series_end(tag: TagId) -> Vec<u8> {
     match tag.0.checked_add(1) {
         Some(next) => next.to_be_bytes().to_vec(),
-        None => vec![0xFF; 5],
+        None => vec![0xFF; SERIES_KEY_LEN + 1],
     }
 }
 

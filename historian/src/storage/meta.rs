@@ -101,7 +101,11 @@ pub(crate) fn encode_meta(id: TagId, meta: &TagMeta) -> Result<Vec<u8>, StorageE
         None => out.push(0),
         Some(d) => {
             out.push(1);
-            out.extend_from_slice(&u64::try_from(d.as_micros()).unwrap_or(u64::MAX).to_le_bytes());
+            out.extend_from_slice(
+                &u64::try_from(d.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .to_le_bytes(),
+            );
         }
     }
     for s in [&meta.name, &meta.unit, &meta.description] {
@@ -163,12 +167,14 @@ pub(crate) fn encode_state(recent_count: u64) -> [u8; 9] {
 
 pub(crate) fn decode_state(key: &[u8], bytes: &[u8]) -> Result<u64, StorageError> {
     match bytes.split_first() {
-        Some((&STATE_VERSION, count)) => Ok(u64::from_le_bytes(count.try_into().map_err(
-            |_| StorageError::CorruptRecord {
-                what: "tag state",
-                key: key.to_vec(),
-            },
-        )?)),
+        Some((&STATE_VERSION, count)) => {
+            Ok(u64::from_le_bytes(count.try_into().map_err(|_| {
+                StorageError::CorruptRecord {
+                    what: "tag state",
+                    key: key.to_vec(),
+                }
+            })?))
+        }
         _ => Err(StorageError::CorruptRecord {
             what: "tag state",
             key: key.to_vec(),

@@ -332,17 +332,18 @@ fn recover(db: &DB) -> Result<TagTable, StorageError> {
 fn tail_state(db: &DB, id: TagId) -> Result<(Option<Point>, Option<Timestamp>), StorageError> {
     let last_recent = last_recent(db, id)?;
     let last_block = last_block(db, id)?;
-    let sealed_last = last_block.as_ref().map(|(_, last, _)| *last);
+    let sealed_last = last_block.as_ref().map(|(_, last)| *last);
     let latest = match (last_recent, last_block) {
         // Equal timestamps: the recent record replaced the sealed point.
-        (Some(r), Some((_, last, _))) if r.ts >= last => Some(r),
+        (Some(r), Some((_, last))) if r.ts >= last => Some(r),
         (Some(r), None) => Some(r),
-        (_, Some((key, _, bytes))) => {
-            let points = decode_block(&bytes).map_err(|source| StorageError::CorruptBlock {
-                tag: id,
-                key,
-                source,
-            })?;
+        (_, Some((block, _))) => {
+            let points =
+                decode_block(&block.bytes).map_err(|source| StorageError::CorruptBlock {
+                    tag: id,
+                    key: block.key,
+                    source,
+                })?;
             points.into_iter().next_back()
         }
         (None, None) => None,
@@ -389,7 +390,7 @@ fn last_recent(db: &DB, tag: TagId) -> Result<Option<Point>, StorageError> {
 }
 
 /// The last block of `tag`: its key, last timestamp and bytes.
-fn last_block(db: &DB, tag: TagId) -> Result<Option<(Vec<u8>, Timestamp, Vec<u8>)>, StorageError> {
+fn last_block(db: &DB, tag: TagId) -> Result<Option<(write::RawBlock, Timestamp)>, StorageError> {
     let cf = db
         .cf_handle(CF_BLOCKS)
         .ok_or(StorageError::MissingColumnFamily(CF_BLOCKS))?;
@@ -402,7 +403,13 @@ fn last_block(db: &DB, tag: TagId) -> Result<Option<(Vec<u8>, Timestamp, Vec<u8>
                 key: k.to_vec(),
                 source,
             })?;
-            Ok(Some((k.to_vec(), header.last_ts, v.to_vec())))
+            Ok(Some((
+                write::RawBlock {
+                    key: k.to_vec(),
+                    bytes: v.to_vec(),
+                },
+                header.last_ts,
+            )))
         }
         _ => {
             it.status()?;

@@ -11,6 +11,7 @@ use crate::encoding::{
     block_header, decode_block, decode_block_columns, decode_recent_point, Point, Timestamp,
 };
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT};
+use crate::storage::write::RawBlock;
 use crate::storage::{glob_match, Storage, StorageError, TagId};
 
 /// Size and extent of one tag's data.
@@ -55,7 +56,10 @@ impl Storage {
         if start > end || limit == 0 {
             return Ok(out);
         }
-        let mut recent = self.recent_points(tag, start, end)?.into_values().peekable();
+        let mut recent = self
+            .recent_points(tag, start, end)?
+            .into_values()
+            .peekable();
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         // The block that may hold `start` begins at or before it.
         it.seek_for_prev(keys::series_key(tag, start));
@@ -114,10 +118,12 @@ impl Storage {
         let mut bit = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         bit.seek_for_prev(keys::series_key(tag, bound));
         let sealed = match (bit.key(), bit.value()) {
-            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => decode_checked(tag, k, v)?
-                .into_iter()
-                .take_while(|p| p.ts <= bound)
-                .last(),
+            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
+                decode_checked(tag, k, v)?
+                    .into_iter()
+                    .take_while(|p| p.ts <= bound)
+                    .last()
+            }
             _ => {
                 bit.status()?;
                 None
@@ -278,15 +284,16 @@ impl Storage {
         ts: Timestamp,
         cache: &mut HashMap<Vec<u8>, Vec<Timestamp>>,
     ) -> Result<bool, StorageError> {
-        let Some((key, bytes)) = self.block_at_or_before(tag, ts)? else {
+        let Some(RawBlock { key, bytes }) = self.block_at_or_before(tag, ts)? else {
             return Ok(false);
         };
         if !cache.contains_key(&key) {
-            let cols = decode_block_columns(&bytes).map_err(|source| StorageError::CorruptBlock {
-                tag,
-                key: key.clone(),
-                source,
-            })?;
+            let cols =
+                decode_block_columns(&bytes).map_err(|source| StorageError::CorruptBlock {
+                    tag,
+                    key: key.clone(),
+                    source,
+                })?;
             cache.insert(key.clone(), cols.timestamps);
         }
         Ok(cache
@@ -304,7 +311,8 @@ impl Storage {
 }
 
 fn at_tag(it: &DBRawIterator<'_>, tag: TagId) -> bool {
-    it.key().is_some_and(|k| k.starts_with(&keys::tag_prefix(tag)))
+    it.key()
+        .is_some_and(|k| k.starts_with(&keys::tag_prefix(tag)))
 }
 
 fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, StorageError> {

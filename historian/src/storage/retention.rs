@@ -17,6 +17,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::encoding::{block_header, Timestamp};
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT, CF_ROLLUP_1H, CF_ROLLUP_1M, CF_TAGS};
+use crate::storage::write::RawBlock;
 use crate::storage::{meta, tail_state, Storage, StorageError, TagId};
 
 /// What `enforce_retention` removed.
@@ -75,7 +76,7 @@ impl Storage {
             // Blocks before the last one starting before the cutoff have
             // expired; that one has too unless it straddles the cutoff.
             if let Some(before) = cutoff.micros().checked_sub(1) {
-                if let Some((key, bytes)) =
+                if let Some(RawBlock { key, bytes }) =
                     self.block_at_or_before(tag, Timestamp::from_micros(before))?
                 {
                     let h = block_header(&bytes).map_err(|source| StorageError::CorruptBlock {

@@ -244,8 +244,8 @@ impl<'s> WriteSet<'s> {
         let storage = self.storage;
         for op in self.ops()? {
             match op {
-                Op::Put { cf, key, value } => batch.put_cf(storage.cf(*cf)?, key, value),
-                Op::Delete { cf, key } => batch.delete_cf(storage.cf(*cf)?, key),
+                Op::Put { cf, key, value } => batch.put_cf(storage.cf(cf)?, key, value),
+                Op::Delete { cf, key } => batch.delete_cf(storage.cf(cf)?, key),
             }
         }
         Ok(())
@@ -397,7 +397,7 @@ impl<'s> WriteSet<'s> {
             .ok_or(StorageError::UnknownTagId(id))?;
         let replaced = if st.points.contains_key(&p.ts) {
             true
-        } else if st.latest.as_ref().map_or(true, |l| p.ts > l.ts) {
+        } else if st.latest.as_ref().is_none_or(|l| p.ts > l.ts) {
             // In order: nothing can exist at this time, no read needed.
             st.recent_count += 1;
             false
@@ -407,7 +407,7 @@ impl<'s> WriteSet<'s> {
             st.recent_count += 1;
             storage.sealed_contains(id, st, p.ts)?
         };
-        if st.latest.as_ref().map_or(true, |l| p.ts >= l.ts) {
+        if st.latest.as_ref().is_none_or(|l| p.ts >= l.ts) {
             st.latest = Some(p.clone());
         }
         st.points.insert(p.ts, p);
@@ -468,18 +468,19 @@ impl Storage {
         st: &mut Staged,
         ts: Timestamp,
     ) -> Result<bool, StorageError> {
-        if st.sealed_last.map_or(true, |last| ts > last) {
+        if st.sealed_last.is_none_or(|last| ts > last) {
             return Ok(false);
         }
-        let Some((key, bytes)) = self.block_at_or_before(tag, ts)? else {
+        let Some(RawBlock { key, bytes }) = self.block_at_or_before(tag, ts)? else {
             return Ok(false);
         };
         if !st.block_ts.contains_key(&key) {
-            let cols = decode_block_columns(&bytes).map_err(|source| StorageError::CorruptBlock {
-                tag,
-                key: key.clone(),
-                source,
-            })?;
+            let cols =
+                decode_block_columns(&bytes).map_err(|source| StorageError::CorruptBlock {
+                    tag,
+                    key: key.clone(),
+                    source,
+                })?;
             st.block_ts.insert(key.clone(), cols.timestamps);
         }
         Ok(st
@@ -493,13 +494,14 @@ impl Storage {
         &self,
         tag: TagId,
         ts: Timestamp,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Option<RawBlock>, StorageError> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         it.seek_for_prev(keys::series_key(tag, ts));
         match (it.key(), it.value()) {
-            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-                Ok(Some((k.to_vec(), v.to_vec())))
-            }
+            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => Ok(Some(RawBlock {
+                key: k.to_vec(),
+                bytes: v.to_vec(),
+            })),
             _ => {
                 it.status()?;
                 Ok(None)
@@ -508,13 +510,14 @@ impl Storage {
     }
 
     /// The first block of `tag`.
-    fn first_block(&self, tag: TagId) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn first_block(&self, tag: TagId) -> Result<Option<RawBlock>, StorageError> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         it.seek(keys::series_start(tag));
         match (it.key(), it.value()) {
-            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-                Ok(Some((k.to_vec(), v.to_vec())))
-            }
+            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => Ok(Some(RawBlock {
+                key: k.to_vec(),
+                bytes: v.to_vec(),
+            })),
             _ => {
                 it.status()?;
                 Ok(None)
@@ -531,9 +534,8 @@ impl Storage {
     ) -> Result<BTreeMap<Timestamp, Point>, StorageError> {
         let mut opts = ReadOptions::default();
         match end_inclusive.micros().checked_add(1) {
-            Some(e) => opts.set_iterate_upper_bound(
-                keys::series_key(tag, Timestamp::from_micros(e)).to_vec(),
-            ),
+            Some(e) => opts
+                .set_iterate_upper_bound(keys::series_key(tag, Timestamp::from_micros(e)).to_vec()),
             None => opts.set_iterate_upper_bound(keys::series_end(tag)),
         }
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
@@ -591,7 +593,7 @@ impl Storage {
                 Some(b) => Some(b),
                 None => self.first_block(tag)?,
             };
-            let Some((key, bytes)) = found else {
+            let Some(RawBlock { key, bytes }) = found else {
                 // No block at all (cannot happen with sealed_last set): keep it recent.
                 continue;
             };
@@ -608,10 +610,7 @@ impl Storage {
                 old.into_iter().map(|p| (p.ts, p)).collect();
             merged.extend(late_points.into_iter().map(|p| (p.ts, p)));
             let merged: Vec<Point> = merged.into_values().collect();
-            ops.push(Op::Delete {
-                cf: CF_BLOCKS,
-                key,
-            });
+            ops.push(Op::Delete { cf: CF_BLOCKS, key });
             // A block that grew past twice the target is split evenly.
             let pieces = merged.len().div_ceil(threshold.saturating_mul(2)).max(1);
             let per = merged.len().div_ceil(pieces).max(1);
@@ -655,7 +654,12 @@ impl Storage {
         Ok(blocks)
     }
 
-    fn put_block(&self, tag: TagId, points: &[Point], ops: &mut Vec<Op>) -> Result<u64, StorageError> {
+    fn put_block(
+        &self,
+        tag: TagId,
+        points: &[Point],
+        ops: &mut Vec<Op>,
+    ) -> Result<u64, StorageError> {
         let Some(first) = points.first() else {
             return Ok(0);
         };
@@ -669,6 +673,12 @@ impl Storage {
         }
         Ok(1)
     }
+}
+
+/// A block as stored: its key and bytes.
+pub(crate) struct RawBlock {
+    pub(crate) key: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 fn recent_put(tag: TagId, p: &Point) -> Result<Op, StorageError> {
