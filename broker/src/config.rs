@@ -103,7 +103,7 @@ impl Default for QuicListener {
             enabled: true,
             bind: SocketAddr::from(([0, 0, 0, 0], 14567)),
             max_streams_per_connection: 16,
-            max_handshakes_in_flight: 512,
+            max_handshakes_in_flight: 4096,
             retry_above_handshakes_per_sec: 200,
             zero_rtt: false,
         }

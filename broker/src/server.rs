@@ -171,13 +171,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ));
     }
     if let Some(server_config) = quic_server {
-        let endpoint = quinn::Endpoint::server(server_config, quic_cfg.bind).map_err(|source| {
-            ServerError::Bind {
+        let endpoint =
+            quic::endpoint(server_config, quic_cfg.bind).map_err(|source| ServerError::Bind {
                 what: "QUIC listener",
                 addr: quic_cfg.bind,
                 source,
-            }
-        })?;
+            })?;
         running_addrs.3 = endpoint.local_addr().ok();
         let ctx = Arc::new(ListenerContext {
             kind: ListenerKind::Quic,

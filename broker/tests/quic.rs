@@ -410,3 +410,27 @@ async fn above_the_handshake_rate_clients_validate_their_address_first() {
     assert_eq!(server.broker.metrics.quic_retries.get(), 1);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_data_stream_the_client_finished_still_receives() {
+    let env = Env::new();
+    let server = env.start().await;
+    let addr = server.quic_addr.unwrap();
+    let dev = connect(&env, addr, "listener-1").await;
+    let mut s = MqttStream::open(&dev.conn).await;
+    s.subscribe("feed/#", 1).await;
+    // Nothing more to send on this stream: the client finishes its half, keeps reading.
+    s.send.finish().unwrap();
+    let mut publisher = connect(&env, addr, "feeder").await;
+    for i in 0..3u16 {
+        publisher.control.publish("feed/x", &[i as u8], i + 1).await;
+    }
+    for i in 0..3u8 {
+        let m = match s.recv().await {
+            Packet::Publish(p) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        };
+        assert_eq!(&m.payload[..], &[i]);
+    }
+    server.shutdown().await.unwrap();
+}

@@ -10,3 +10,4 @@ pub mod api;
 pub mod encoding;
 pub mod ingest;
 pub mod query;
+pub mod storage;

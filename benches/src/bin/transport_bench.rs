@@ -268,10 +268,20 @@ async fn latency(ctx: &Ctx, label: &str, t: Transport, topics: usize, rate: u64,
             sub_streams.push(s);
         }
     }
-    for mut s in sub_streams {
+    for s in sub_streams {
         let tx = tx.clone();
+        let Stream { mut reader, writer } = s;
         tokio::spawn(async move {
-            while let Ok(p) = s.reader.next().await {
+            // Held, not used: dropping a QUIC send half finishes the stream.
+            let _writer = writer;
+            loop {
+                let p = match reader.next().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("subscriber stream ended: {e}");
+                        break;
+                    }
+                };
                 if let Packet::Publish(p) = p {
                     if let Some(b) = p.payload.get(..8) {
                         let sent = u64::from_be_bytes(b.try_into().unwrap_or_default());

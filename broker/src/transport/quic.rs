@@ -67,6 +67,27 @@ pub fn server_config(
     Ok(config)
 }
 
+/// Kernel receive buffer asked for on the UDP socket. A reconnect storm sends thousands of
+/// 1,200-byte Initials at once; the default buffer (about 200 KB) drops most of them and
+/// each dropped client waits out a retransmission timeout that doubles each time. The
+/// kernel caps it at `net.core.rmem_max`.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// The server endpoint on a UDP socket bound to `addr`, with a receive buffer sized for bursts.
+pub fn endpoint(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), UDP_RECV_BUFFER) {
+        tracing::warn!(error = %e, "cannot enlarge the QUIC socket's receive buffer");
+    }
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
 /// The identity of a QUIC peer from its verified certificate chain.
 pub fn identity(conn: &Connection) -> PeerIdentity {
     let chain = conn
@@ -111,7 +132,7 @@ enum Inbound {
     Packets(Route, Bytes),
     /// The client opened a data stream; answers for it go to this `SendStream`.
     Opened(Route, SendStream),
-    /// A stream ended (finished or reset).
+    /// A stream's receive side ended: finished (false) or reset (true).
     Ended(Route, bool),
 }
 
@@ -188,10 +209,11 @@ impl Link for QuicLink {
                     // Closing the control stream closes the connection (EMQX).
                     return Ok((Route::CONTROL, 0));
                 }
-                Some(Inbound::Ended(route, reset)) => {
-                    if reset {
-                        self.metrics.quic_stream_resets.inc();
-                    }
+                // A client that finishes its half of a data stream may still read from it
+                // (its subscriptions' messages come there); only a reset ends our half.
+                Some(Inbound::Ended(_, false)) => {}
+                Some(Inbound::Ended(route, true)) => {
+                    self.metrics.quic_stream_resets.inc();
                     self.data.retain(|(r, _)| *r != route);
                 }
             }

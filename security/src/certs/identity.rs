@@ -427,8 +427,8 @@ fn dn_key_from_oid(oid: &str) -> String {
 }
 
 fn ca_matches(ca: &Ca, issuer: &Dn, aki: Option<&[u8]>) -> bool {
-    let subject_ok = ca.subject.as_ref().map_or(true, |s| s == issuer);
-    let key_ok = ca.key_id.as_deref().map_or(true, |k| aki == Some(k));
+    let subject_ok = ca.subject.as_ref().is_none_or(|s| s == issuer);
+    let key_ok = ca.key_id.as_deref().is_none_or(|k| aki == Some(k));
     // A CA always has one of the two (compile checks), so this never
     // matches everything.
     (ca.subject.is_some() || ca.key_id.is_some()) && subject_ok && key_ok
@@ -438,7 +438,7 @@ fn profile_applies(p: &Profile, cert: &CertAttributes, issued_by: &impl Fn(&CaId
     (p.issuers.is_empty() || p.issuers.iter().any(issued_by))
         && p.policy_oid
             .as_deref()
-            .map_or(true, |o| cert.policy_oids.iter().any(|c| c == o))
+            .is_none_or(|o| cert.policy_oids.iter().any(|c| c == o))
         && (p.fingerprints.is_empty() || p.fingerprints.contains(&cert.sha256))
 }
 

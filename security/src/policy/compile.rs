@@ -1256,7 +1256,7 @@ fn check_profile_reach(
     };
     let restricted: Vec<ZoneId> = candidates
         .into_iter()
-        .filter(|z| p.zones.as_ref().map_or(true, |allowed| allowed.contains(z)))
+        .filter(|z| p.zones.as_ref().is_none_or(|allowed| allowed.contains(z)))
         .collect();
     let possible: Vec<ZoneId> = restricted
         .iter()
@@ -1534,7 +1534,7 @@ pub(crate) fn valid_oid(oid: &str) -> bool {
 /// Hex with optional `:` separators (as `openssl` prints fingerprints).
 pub(crate) fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

@@ -1,0 +1,355 @@
+//! Reads: time ranges, the point before or after a time, and per-tag
+//! statistics. Blocks of a tag never overlap in time, so a read walks the
+//! blocks in key order and merges the recent records in; a recent record
+//! wins over a sealed point with the same timestamp (it is the newer write).
+
+use std::collections::HashMap;
+
+use rocksdb::DBRawIterator;
+
+use crate::encoding::{
+    block_header, decode_block, decode_block_columns, decode_recent_point, Point, Timestamp,
+};
+use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT};
+use crate::storage::write::RawBlock;
+use crate::storage::{glob_match, Storage, StorageError, TagId};
+
+/// Size and extent of one tag's data.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct TagStats {
+    /// The tag.
+    pub tag: TagId,
+    /// Its name.
+    pub name: String,
+    /// Distinct points (a recent record replacing a sealed point counts once).
+    pub points: u64,
+    /// Sealed blocks.
+    pub blocks: u64,
+    /// Bytes of sealed blocks.
+    pub block_bytes: u64,
+    /// Points in sealed blocks.
+    pub block_points: u64,
+    /// Records in the recent area.
+    pub recent_points: u64,
+    /// Bytes of recent records (values only).
+    pub recent_bytes: u64,
+    /// `block_bytes / block_points` (0 when nothing is sealed).
+    pub bytes_per_sealed_point: f64,
+    /// First and last timestamp.
+    pub time_range: Option<(Timestamp, Timestamp)>,
+}
+
+impl Storage {
+    /// Points of `tag` with `start <= ts <= end`, in time order, at most
+    /// `limit` (capped at `config.max_range_points`), the earliest first.
+    pub fn range(
+        &self,
+        tag: TagId,
+        start: Timestamp,
+        end: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Point>, StorageError> {
+        self.check_tag(tag)?;
+        let limit = limit.min(self.config.max_range_points);
+        let mut out = Vec::new();
+        if start > end || limit == 0 {
+            return Ok(out);
+        }
+        let mut recent = self
+            .recent_points(tag, start, end)?
+            .into_values()
+            .peekable();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
+        // The block that may hold `start` begins at or before it.
+        it.seek_for_prev(keys::series_key(tag, start));
+        if !at_tag(&it, tag) {
+            it.seek(keys::series_key(tag, start));
+        }
+        let end_key = keys::series_key(tag, end);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&keys::tag_prefix(tag)) || k > end_key.as_slice() {
+                break;
+            }
+            for p in decode_checked(tag, k, v)? {
+                if p.ts < start || p.ts > end {
+                    continue;
+                }
+                while let Some(r) = recent.next_if(|r| r.ts < p.ts) {
+                    out.push(r);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+                match recent.next_if(|r| r.ts == p.ts) {
+                    Some(r) => out.push(r),
+                    None => out.push(p),
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        out.extend(recent.take(limit.saturating_sub(out.len())));
+        Ok(out)
+    }
+
+    /// The last point with `ts < t` (`ts <= t` if `inclusive`).
+    pub fn before(
+        &self,
+        tag: TagId,
+        t: Timestamp,
+        inclusive: bool,
+    ) -> Result<Option<Point>, StorageError> {
+        self.check_tag(tag)?;
+        let bound = if inclusive {
+            t
+        } else {
+            match t.micros().checked_sub(1) {
+                Some(b) => Timestamp::from_micros(b),
+                None => return Ok(None),
+            }
+        };
+        let mut rit = self.db.raw_iterator_cf(self.cf(CF_RECENT)?);
+        rit.seek_for_prev(keys::series_key(tag, bound));
+        let recent = recent_at(&rit, tag)?;
+        let mut bit = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
+        bit.seek_for_prev(keys::series_key(tag, bound));
+        let sealed = match (bit.key(), bit.value()) {
+            (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
+                decode_checked(tag, k, v)?
+                    .into_iter()
+                    .take_while(|p| p.ts <= bound)
+                    .last()
+            }
+            _ => {
+                bit.status()?;
+                None
+            }
+        };
+        Ok(match (recent, sealed) {
+            (Some(r), Some(s)) => Some(if s.ts > r.ts { s } else { r }),
+            (r, s) => r.or(s),
+        })
+    }
+
+    /// The first point with `ts > t` (`ts >= t` if `inclusive`).
+    pub fn after(
+        &self,
+        tag: TagId,
+        t: Timestamp,
+        inclusive: bool,
+    ) -> Result<Option<Point>, StorageError> {
+        self.check_tag(tag)?;
+        let bound = if inclusive {
+            t
+        } else {
+            match t.micros().checked_add(1) {
+                Some(b) => Timestamp::from_micros(b),
+                None => return Ok(None),
+            }
+        };
+        let mut rit = self.db.raw_iterator_cf(self.cf(CF_RECENT)?);
+        rit.seek(keys::series_key(tag, bound));
+        let recent = recent_at(&rit, tag)?;
+        let mut bit = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
+        bit.seek_for_prev(keys::series_key(tag, bound));
+        if !at_tag(&bit, tag) {
+            bit.seek(keys::series_key(tag, bound));
+        }
+        let mut sealed = None;
+        // At most two blocks: the one holding `bound`, else the next.
+        for _ in 0..2 {
+            let (Some(k), Some(v)) = (bit.key(), bit.value()) else {
+                break;
+            };
+            if !k.starts_with(&keys::tag_prefix(tag)) {
+                break;
+            }
+            sealed = decode_checked(tag, k, v)?
+                .into_iter()
+                .find(|p| p.ts >= bound);
+            if sealed.is_some() {
+                break;
+            }
+            bit.next();
+        }
+        bit.status()?;
+        Ok(match (recent, sealed) {
+            (Some(r), Some(s)) => Some(if s.ts < r.ts { s } else { r }),
+            (r, s) => r.or(s),
+        })
+    }
+
+    /// Statistics of every tag whose name matches the glob `pattern`. Reads
+    /// block headers only (no values), plus the recent records; a late
+    /// record is checked against its block so replaced points count once.
+    pub fn stats(&self, pattern: &str) -> Result<Vec<TagStats>, StorageError> {
+        let tags: Vec<(TagId, String, Option<Timestamp>)> = self
+            .table()
+            .by_id
+            .iter()
+            .filter(|(_, e)| glob_match(pattern, &e.meta.name))
+            .map(|(&id, e)| (id, e.meta.name.clone(), e.sealed_last))
+            .collect();
+        let mut out = Vec::with_capacity(tags.len());
+        for (tag, name, sealed_last) in tags {
+            out.push(self.tag_stats(tag, name, sealed_last)?);
+        }
+        Ok(out)
+    }
+
+    fn tag_stats(
+        &self,
+        tag: TagId,
+        name: String,
+        sealed_last: Option<Timestamp>,
+    ) -> Result<TagStats, StorageError> {
+        let mut s = TagStats {
+            tag,
+            name,
+            points: 0,
+            blocks: 0,
+            block_bytes: 0,
+            block_points: 0,
+            recent_points: 0,
+            recent_bytes: 0,
+            bytes_per_sealed_point: 0.0,
+            time_range: None,
+        };
+        let mut widen = |a: Timestamp, b: Timestamp| {
+            s.time_range = Some(match s.time_range {
+                None => (a, b),
+                Some((lo, hi)) => (lo.min(a), hi.max(b)),
+            });
+        };
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
+        it.seek(keys::series_start(tag));
+        let (mut blocks, mut block_bytes, mut block_points) = (0u64, 0u64, 0u64);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&keys::tag_prefix(tag)) {
+                break;
+            }
+            let h = block_header(v).map_err(|source| StorageError::CorruptBlock {
+                tag,
+                key: k.to_vec(),
+                source,
+            })?;
+            blocks += 1;
+            block_bytes += v.len() as u64;
+            block_points += u64::from(h.count);
+            widen(h.first_ts, h.last_ts);
+            it.next();
+        }
+        it.status()?;
+
+        let mut rit = self.db.raw_iterator_cf(self.cf(CF_RECENT)?);
+        rit.seek(keys::series_start(tag));
+        let (mut recent_points, mut recent_bytes, mut shadowed) = (0u64, 0u64, 0u64);
+        let mut cache: HashMap<Vec<u8>, Vec<Timestamp>> = HashMap::new();
+        while let (Some(k), Some(v)) = (rit.key(), rit.value()) {
+            if !k.starts_with(&keys::tag_prefix(tag)) {
+                break;
+            }
+            let (_, ts) = keys::parse_series_key(k).ok_or_else(|| StorageError::CorruptRecord {
+                what: "recent key",
+                key: k.to_vec(),
+            })?;
+            recent_points += 1;
+            recent_bytes += v.len() as u64;
+            widen(ts, ts);
+            if sealed_last.is_some_and(|last| ts <= last) && self.in_block(tag, ts, &mut cache)? {
+                shadowed += 1;
+            }
+            rit.next();
+        }
+        rit.status()?;
+        s.blocks = blocks;
+        s.block_bytes = block_bytes;
+        s.block_points = block_points;
+        s.recent_points = recent_points;
+        s.recent_bytes = recent_bytes;
+        s.points = (block_points + recent_points).saturating_sub(shadowed);
+        if block_points > 0 {
+            s.bytes_per_sealed_point = block_bytes as f64 / block_points as f64;
+        }
+        Ok(s)
+    }
+
+    fn in_block(
+        &self,
+        tag: TagId,
+        ts: Timestamp,
+        cache: &mut HashMap<Vec<u8>, Vec<Timestamp>>,
+    ) -> Result<bool, StorageError> {
+        let Some(RawBlock { key, bytes }) = self.block_at_or_before(tag, ts)? else {
+            return Ok(false);
+        };
+        if !cache.contains_key(&key) {
+            let cols =
+                decode_block_columns(&bytes).map_err(|source| StorageError::CorruptBlock {
+                    tag,
+                    key: key.clone(),
+                    source,
+                })?;
+            cache.insert(key.clone(), cols.timestamps);
+        }
+        Ok(cache
+            .get(&key)
+            .is_some_and(|t| t.binary_search(&ts).is_ok()))
+    }
+
+    fn check_tag(&self, tag: TagId) -> Result<(), StorageError> {
+        if self.table().by_id.contains_key(&tag) {
+            Ok(())
+        } else {
+            Err(StorageError::UnknownTagId(tag))
+        }
+    }
+}
+
+fn at_tag(it: &DBRawIterator<'_>, tag: TagId) -> bool {
+    it.key()
+        .is_some_and(|k| k.starts_with(&keys::tag_prefix(tag)))
+}
+
+fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, StorageError> {
+    match (it.key(), it.value()) {
+        (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
+            let (p, _) = decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
+                key: k.to_vec(),
+                source,
+            })?;
+            Ok(Some(p))
+        }
+        _ => {
+            it.status()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Decodes a block and checks it against its key: the first point must be
+/// at the key's time and the points strictly increasing.
+fn decode_checked(tag: TagId, key: &[u8], bytes: &[u8]) -> Result<Vec<Point>, StorageError> {
+    let points = decode_block(bytes).map_err(|source| StorageError::CorruptBlock {
+        tag,
+        key: key.to_vec(),
+        source,
+    })?;
+    let key_ts = keys::parse_series_key(key).map(|(_, ts)| ts);
+    let consistent = points.first().map(|p| p.ts) == key_ts
+        && points.windows(2).all(|w| match w {
+            [a, b] => a.ts < b.ts,
+            _ => true,
+        });
+    if !consistent {
+        return Err(StorageError::CorruptRecord {
+            what: "block (key or order does not match its points)",
+            key: key.to_vec(),
+        });
+    }
+    Ok(points)
+}
