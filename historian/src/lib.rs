@@ -9,5 +9,6 @@
 pub mod api;
 pub mod encoding;
 pub mod ingest;
+pub mod pattern;
 pub mod query;
 pub mod storage;

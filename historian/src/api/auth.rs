@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::api::config::ClientConfig;
-use crate::api::pattern;
+use crate::pattern;
 
 /// Who is asking: the CN of the client certificate over HTTPS, or `local`
 /// for plain HTTP on loopback.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::api::pattern;
 use crate::encoding::ValueType;
+use crate::pattern;
 
 /// What the API knows of one tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum CatalogError {
 
 /// Tag names and metadata.
 pub trait Catalog {
-    /// Tags whose names match `pattern` (see `api::pattern`: `*` and `?`)
+    /// Tags whose names match `pattern` (see `crate::pattern`: `*` and `?`)
     /// and for which `visible` is true, in name order, at most `limit`.
     /// `visible` is applied while scanning so that tags the caller may not
     /// read neither appear nor use up the limit.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::error::ApiError;
-use crate::api::pattern::MAX_PATTERN_LEN;
+use crate::pattern::MAX_PATTERN_LEN;
 use crate::query::QueryLimits;
 
 /// Largest `deadline_ms` and `handshake_timeout_ms`, one day: longer is a

@@ -17,9 +17,9 @@ use crate::api::output::{Output, TagPoints};
 use crate::api::params::{
     parse_boundary, parse_interval, parse_mode, parse_summary_types, parse_weighting, Params,
 };
-use crate::api::pattern::MAX_PATTERN_LEN;
 use crate::api::token;
 use crate::encoding::Timestamp;
+use crate::pattern::MAX_PATTERN_LEN;
 use crate::query::{self, Interpolation};
 
 /// Parameters every stream endpoint takes.

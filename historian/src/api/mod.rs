@@ -27,7 +27,6 @@ mod jobs;
 mod metrics;
 mod output;
 mod params;
-mod pattern;
 mod serve;
 mod token;
 
@@ -40,13 +39,13 @@ use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tokio::sync::Semaphore;
 
+pub use crate::pattern::{matches as pattern_matches, MAX_PATTERN_LEN};
 pub use auth::{Access, ClientIdentity};
 pub use catalog::{Catalog, CatalogError, MemCatalog, TagInfo};
 pub use config::{ApiConfig, ClientConfig, LimitsConfig, TlsConfig, LOCAL_IDENTITY};
 pub use error::{ApiError, RequestError};
 pub use metrics::{ApiMetrics, Latency};
 pub use output::CONTINUATION_HEADER;
-pub use pattern::{matches as pattern_matches, MAX_PATTERN_LEN};
 pub use serve::{serve, serve_on};
 
 use crate::query::Source;

@@ -415,7 +415,7 @@ mod tests {
             let _ = parse_interval(&s);
             let _ = parse_summary_types([s.as_str()].into_iter());
             let _ = crate::api::token::decode(&s);
-            let _ = crate::api::pattern::matches(&s, &s);
+            let _ = crate::pattern::matches(&s, &s);
         }
 
         #[test]

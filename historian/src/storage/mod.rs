@@ -12,7 +12,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod error;
-mod glob;
 mod keys;
 mod meta;
 mod read;
@@ -32,8 +31,9 @@ use crate::encoding::{
     TARGET_POINTS_PER_BLOCK,
 };
 
+/// The one tag-pattern matcher (`*`, `?`), shared with the API's search and authorization.
+pub use crate::pattern::matches as glob_match;
 pub use error::StorageError;
-pub use glob::glob_match;
 pub use keys::{CF_BLOCKS, CF_RECENT, CF_ROLLUP_1H, CF_ROLLUP_1M, CF_TAGS};
 pub use meta::{Tag, TagId, TagMeta, MAX_DESCRIPTION_BYTES, MAX_TAG_NAME_BYTES, MAX_UNIT_BYTES};
 pub use read::TagStats;

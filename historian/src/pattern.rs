@@ -1,6 +1,6 @@
-//! Tag patterns, shared by tag search and authorization so that a client
-//! sees in search exactly the tags it may read: `*` matches any run of
-//! characters (`/` included: tag names are flat strings, as in PI), `?`
+//! Tag patterns, shared by storage's tag search, the API's search and its
+//! authorization, so that a client sees in search exactly the tags it may
+//! read: `*` matches any run of characters (`/` included: tag names are flat strings, as in PI), `?`
 //! exactly one character, everything else itself. There is no escape and
 //! no `**`; a pattern without wildcards is an exact name.
 
@@ -66,6 +66,15 @@ mod tests {
             ("", "", true),
             ("", "a", false),
             ("é?", "éß", true),
+            ("plant/*/temp", "plant/line1/temp", true),
+            ("plant/*/temp", "plant/line1/pressure", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*temp*", "x_temp_y", true),
+            ("abc", "abcd", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("é?", "éà", true),
         ];
         for (p, n, want) in cases {
             assert_eq!(matches(p, n), want, "{p:?} vs {n:?}");
