@@ -35,6 +35,8 @@ receive_maximum = 20
 max_keep_alive_secs = 60
 [metrics]
 enabled = false
+[historian]
+enabled = false   # the broker alone is under test
 [runtime]
 worker_threads = ${WORKERS:-1}
 [persistence]

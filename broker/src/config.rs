@@ -7,6 +7,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use converge_historian::api::ApiConfig;
+use converge_historian::encoding::{MAX_POINTS_PER_BLOCK, TARGET_POINTS_PER_BLOCK};
+use converge_historian::ingest::{Decoder, RuleConfig, Rules};
 use serde::Deserialize;
 
 /// Errors from loading or validating a configuration file.
@@ -43,6 +46,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub log: Log,
     pub runtime: Runtime,
+    pub historian: HistorianConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -64,6 +68,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             log: Log::default(),
             runtime: Runtime::default(),
+            historian: HistorianConfig::default(),
         }
     }
 }
@@ -278,6 +283,58 @@ impl Default for Metrics {
     }
 }
 
+/// `[historian]`: what is historized (rules), how it is stored and the HTTP query API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorianConfig {
+    /// Whether PUBLISHes are historized at all (the column families exist either way).
+    pub enabled: bool,
+    /// Topic filter → decoder → tag rules, first match wins. Default: Sparkplug B under
+    /// `spBv1.0/#`, the one payload format that describes itself.
+    pub rules: Vec<RuleConfig>,
+    /// Recent points per tag that are sealed into a compressed block.
+    pub seal_threshold: usize,
+    /// How often retention is enforced (range deletes of expired data), in seconds.
+    pub retention_interval_secs: u64,
+    /// Shortest time between two rebirth requests (NCMD) to one Sparkplug edge node.
+    pub rebirth_interval_secs: u64,
+    /// `[historian.api]`: the HTTP query API.
+    pub api: ApiConfig,
+}
+
+impl Default for HistorianConfig {
+    fn default() -> Self {
+        HistorianConfig {
+            enabled: true,
+            rules: vec![RuleConfig {
+                filter: "spBv1.0/#".to_owned(),
+                decoder: Decoder::Sparkplug,
+                tag: None,
+                unit: None,
+                description: None,
+                retention: None,
+                deadband: None,
+                value_type: None,
+                value_pointer: None,
+                timestamp_pointer: None,
+                quality_pointer: None,
+                name_pointer: None,
+            }],
+            seal_threshold: TARGET_POINTS_PER_BLOCK,
+            retention_interval_secs: 3_600,
+            rebirth_interval_secs: 10,
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl HistorianConfig {
+    /// The compiled rules; errors name the rule.
+    pub fn compile_rules(&self) -> Result<Rules, ConfigError> {
+        Rules::compile(self.rules.clone()).map_err(|e| invalid("historian.rules", e.to_string()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
@@ -395,6 +452,29 @@ impl Config {
             return Err(invalid(
                 "listeners.quic.max_handshakes_in_flight",
                 "must be at least 1",
+            ));
+        }
+        let h = &self.historian;
+        h.compile_rules()?;
+        if h.seal_threshold == 0 || h.seal_threshold > MAX_POINTS_PER_BLOCK / 2 {
+            return Err(invalid(
+                "historian.seal_threshold",
+                format!("must be between 1 and {}", MAX_POINTS_PER_BLOCK / 2),
+            ));
+        }
+        if h.retention_interval_secs == 0 {
+            return Err(invalid(
+                "historian.retention_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if h.enabled && h.api.enabled && h.api.tls.is_none() && !h.api.bind.ip().is_loopback() {
+            return Err(invalid(
+                "historian.api.bind",
+                format!(
+                    "{} is not a loopback address; the API off-host needs [historian.api.tls] (HTTPS with client certificates)",
+                    h.api.bind
+                ),
             ));
         }
         let tls = &self.listeners.tls;

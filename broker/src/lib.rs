@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod historian;
 pub mod metrics;
 pub mod mqtt;
 pub mod persist;

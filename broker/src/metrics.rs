@@ -36,6 +36,15 @@ pub struct Metrics {
     pub quic_retries: IntCounter,
     pub quic_data_streams: IntCounter,
     pub quic_stream_resets: IntCounter,
+    pub historian_points_written: IntCounter,
+    pub historian_points_replaced: IntCounter,
+    pub historian_points_rejected: IntCounterVec,
+    pub historian_blocks_written: IntCounter,
+    pub historian_tags: IntGauge,
+    pub historian_rebirth_requests: IntCounter,
+    /// The decoders' own totals (Sparkplug sequence gaps, deadband drops, ...), copied from
+    /// `Ingest::counters` at every scrape.
+    pub historian_ingest_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -131,6 +140,33 @@ impl Metrics {
                 "Connections closed for malformed or illegal packets, by reason code",
                 &["reason"],
             ),
+            historian_points_written: counter(
+                "historian_points_written_total",
+                "Points written to the historian (durable with the group commit)",
+            ),
+            historian_points_replaced: counter(
+                "historian_points_replaced_total",
+                "Points that replaced a stored point with the same tag and timestamp",
+            ),
+            historian_points_rejected: counter_vec(
+                "historian_points_rejected_total",
+                "Points or messages of historized topics not stored, by reason",
+                &["reason"],
+            ),
+            historian_blocks_written: counter(
+                "historian_blocks_written_total",
+                "Compressed blocks sealed or rewritten",
+            ),
+            historian_tags: gauge("historian_tags", "Tags in the historian"),
+            historian_rebirth_requests: counter(
+                "historian_rebirth_requests_total",
+                "Sparkplug rebirth requests (NCMD) sent to edge nodes with unknown state",
+            ),
+            historian_ingest_events: counter_vec(
+                "historian_ingest_events_total",
+                "Historian decoder events since start, by event",
+                &["event"],
+            ),
         };
         for c in [
             Box::new(m.connections.clone()) as Box<dyn prometheus::core::Collector>,
@@ -156,6 +192,13 @@ impl Metrics {
             Box::new(m.quic_retries.clone()),
             Box::new(m.quic_data_streams.clone()),
             Box::new(m.quic_stream_resets.clone()),
+            Box::new(m.historian_points_written.clone()),
+            Box::new(m.historian_points_replaced.clone()),
+            Box::new(m.historian_points_rejected.clone()),
+            Box::new(m.historian_blocks_written.clone()),
+            Box::new(m.historian_tags.clone()),
+            Box::new(m.historian_rebirth_requests.clone()),
+            Box::new(m.historian_ingest_events.clone()),
         ] {
             // Distinct constant names: registration cannot fail.
             let _ = m.registry.register(c);

@@ -19,8 +19,12 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use converge_historian::api::ApiState;
+use converge_historian::storage::{Storage, StorageConfig};
+
 use crate::config::Config;
 use crate::connection::{self, ListenerContext, StreamLink};
+use crate::historian::{timestamp_ms, Historian};
 use crate::metrics::{self, Metrics};
 use crate::mqtt::packet::{Properties, Publish, QoS, ReasonCode};
 use crate::persist::{Store, StoreError};
@@ -49,6 +53,10 @@ pub enum ServerError {
     Tls(#[from] TlsSetupError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("historian API: {0}")]
+    HistorianApi(#[from] converge_historian::api::ApiError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -63,6 +71,8 @@ pub struct Running {
     pub tcp_addr: Option<SocketAddr>,
     pub quic_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// The historian's HTTP query API.
+    pub api_addr: Option<SocketAddr>,
     /// The development PKI, when the TLS listener uses it.
     pub dev_pki: Option<(DevPki, bool)>,
     pub restored: RestoreSummary,
@@ -117,13 +127,30 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         None
     };
 
+    let hist_cfg = &config.historian;
+    let storage_config = hist_cfg.enabled.then(|| StorageConfig {
+        seal_threshold: hist_cfg.seal_threshold,
+        ..StorageConfig::default()
+    });
     let store = Store::open(
         &config.db_dir(),
         config.persistence.sync,
         config.persistence.max_batch,
         metrics.clone(),
+        storage_config,
     )?;
-    let broker = Arc::new(Broker::new(config.clone(), store, metrics.clone()));
+    let mut broker = Broker::new(config.clone(), store, metrics.clone());
+    let storage = broker.store.historian().cloned();
+    if let Some(storage) = &storage {
+        let rules = hist_cfg.compile_rules()?;
+        broker = broker.with_historian(Arc::new(Historian::new(
+            hist_cfg,
+            rules,
+            storage.clone(),
+            metrics.clone(),
+        )));
+    }
+    let broker = Arc::new(broker);
     let restored = broker.restore()?;
     broker.arm_restored_expiry();
 
@@ -206,6 +233,29 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             }
         });
     }
+    let mut api_addr = None;
+    if let Some(storage) = storage {
+        if hist_cfg.api.enabled {
+            let listener = bind("historian API", hist_cfg.api.bind).await?;
+            let state = ApiState::new(storage.clone(), storage.clone());
+            let api = converge_historian::api::prepare(listener, hist_cfg.api.clone(), state)?;
+            api_addr = Some(api.local_addr());
+            let mut rx = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = api.run(stop).await {
+                    tracing::error!(error = %e, "historian API failed");
+                }
+            });
+        }
+        tasks.spawn(retention_loop(
+            storage,
+            Duration::from_secs(hist_cfg.retention_interval_secs),
+            shutdown_rx.clone(),
+        ));
+    }
     if config.mqtt.sys_interval_secs > 0 {
         tasks.spawn(sys_loop(
             broker.clone(),
@@ -219,6 +269,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tcp_addr: running_addrs.1,
         quic_addr: running_addrs.3,
         metrics_addr: running_addrs.2,
+        api_addr,
         dev_pki,
         restored,
         broker,
@@ -420,6 +471,29 @@ async fn sys_loop(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Rec
                 None,
             );
             broker.store.submit_detached(routed.ops);
+        }
+    }
+}
+
+/// Deletes historian data past each tag's retention, on a blocking thread (range deletes, no
+/// scans; see the historian's `storage::retention`).
+async fn retention_loop(
+    storage: Arc<Storage>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let storage = storage.clone();
+        let now = timestamp_ms(crate::router::message::now_ms());
+        match tokio::task::spawn_blocking(move || storage.enforce_retention(now)).await {
+            Ok(Ok(summary)) => tracing::debug!(?summary, "historian retention enforced"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "historian retention failed"),
+            Err(e) => tracing::warn!(error = %e, "historian retention task failed"),
         }
     }
 }

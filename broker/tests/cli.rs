@@ -114,7 +114,7 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
     let config = dir.path().join("converge.toml");
     std::fs::write(
         &config,
-        "[listeners.tls]\nbind = \"127.0.0.1:0\"\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n[mqtt]\nsys_interval_secs = 0\n",
+        "[listeners.tls]\nbind = \"127.0.0.1:0\"\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[historian.api]\nbind = \"127.0.0.1:0\"\n[metrics]\nbind = \"127.0.0.1:0\"\n[mqtt]\nsys_interval_secs = 0\n",
     )
     .unwrap();
     let mut child = converge()

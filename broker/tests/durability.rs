@@ -14,8 +14,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Starts `converge serve` and returns it with the TLS address it logged.
-async fn spawn_server(config: &std::path::Path) -> (Child, SocketAddr) {
+/// Starts `converge serve` and returns it with the TLS and historian API addresses it logged.
+async fn spawn_server(config: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_converge"))
         .args(["serve", "--config"])
         .arg(config)
@@ -27,12 +27,19 @@ async fn spawn_server(config: &std::path::Path) -> (Child, SocketAddr) {
         .spawn()
         .expect("converge binary runs");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
+    let field = |line: &str| {
+        let at = line.find("addr=").expect("addr field") + 5;
+        let addr = line[at..].split_whitespace().next().unwrap();
+        addr.parse::<SocketAddr>().unwrap()
+    };
+    let (addr, api) = tokio::time::timeout(WAIT, async {
+        let mut tls = None;
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.contains("MQTT over mutual TLS listening") {
-                let at = line.find("addr=").expect("addr field") + 5;
-                let addr = line[at..].split_whitespace().next().unwrap();
-                return addr.parse::<SocketAddr>().unwrap();
+                tls = Some(field(&line));
+            }
+            if line.contains("historian query API") {
+                return (tls.expect("TLS is logged first"), field(&line));
             }
         }
         panic!("server exited before listening");
@@ -41,33 +48,28 @@ async fn spawn_server(config: &std::path::Path) -> (Child, SocketAddr) {
     .expect("server starts listening");
     // Keep draining the log so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    (child, addr, api)
 }
 
-/// Publishes `count` QoS 1 messages named `{tag}-{i}` and SIGKILLs the server once `kill_after`
-/// PUBACKs have arrived. Returns the names of the acknowledged messages.
+/// Publishes `count` QoS 1 messages `payload(i)` to `topic` and SIGKILLs the server once
+/// `kill_after` PUBACKs have arrived. Returns the indexes of the acknowledged messages.
 async fn publish_and_kill(
     env: &Env,
     server: &mut Child,
     addr: SocketAddr,
-    tag: &str,
+    topic: &'static str,
+    payload: fn(usize) -> String,
     count: usize,
     kill_after: usize,
-) -> Vec<String> {
+) -> std::ops::Range<usize> {
     let mut o = env.v5("line-plc", addr);
     o.set_outgoing_inflight_upper_limit(32);
     let mut publ = Client5::connect(o).await.unwrap();
     let client = publ.client.clone();
-    let tag_owned = tag.to_string();
     let sender = tokio::spawn(async move {
         for i in 0..count {
             if client
-                .publish(
-                    "line/counter",
-                    QoS::AtLeastOnce,
-                    false,
-                    format!("{tag_owned}-{i}"),
-                )
+                .publish(topic, QoS::AtLeastOnce, false, payload(i))
                 .await
                 .is_err()
             {
@@ -90,7 +92,7 @@ async fn publish_and_kill(
     }
     sender.abort();
     // QoS 1 PUBACKs come back in PUBLISH order (MQTT-4.6.0-2): the first `acked` are durable.
-    (0..acked).map(|i| format!("{tag}-{i}")).collect()
+    0..acked
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +100,7 @@ async fn sigkill_loses_no_acknowledged_message() {
     let env = Env::new();
     let config = env.path("converge.toml");
     let toml = format!(
-        "data_dir = {data:?}\n[listeners.tls]\nbind = \"127.0.0.1:0\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[metrics]\nenabled = false\n[mqtt]\nsys_interval_secs = 0\n[persistence]\nsync = \"fsync\"\n",
+        "data_dir = {data:?}\n[listeners.tls]\nbind = \"127.0.0.1:0\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[historian.api]\nbind = \"127.0.0.1:0\"\n[metrics]\nenabled = false\n[mqtt]\nsys_interval_secs = 0\n[persistence]\nsync = \"fsync\"\n",
         data = env.path("data"),
         ca = env.path("ca.pem"),
         cert = env.path("server.pem"),
@@ -106,17 +108,27 @@ async fn sigkill_loses_no_acknowledged_message() {
     );
     std::fs::write(&config, toml).unwrap();
 
-    let (mut server, addr) = spawn_server(&config).await;
+    let (mut server, addr, _) = spawn_server(&config).await;
     let mut sub = Client5::connect(env.v5_persistent("historian-feed", addr, 3600))
         .await
         .unwrap();
     sub.subscribe("line/#", QoS::AtLeastOnce).await;
     sub.leave().await;
 
-    let mut acknowledged = publish_and_kill(&env, &mut server, addr, "a", 3000, 600).await;
-    let (mut server, addr) = spawn_server(&config).await;
-    acknowledged.extend(publish_and_kill(&env, &mut server, addr, "b", 3000, 700).await);
-    let (mut server, addr) = spawn_server(&config).await;
+    let a = |i: usize| format!("a-{i}");
+    let b = |i: usize| format!("b-{i}");
+    let mut acknowledged: Vec<String> =
+        publish_and_kill(&env, &mut server, addr, "line/counter", a, 3000, 600)
+            .await
+            .map(a)
+            .collect();
+    let (mut server, addr, _) = spawn_server(&config).await;
+    acknowledged.extend(
+        publish_and_kill(&env, &mut server, addr, "line/counter", b, 3000, 700)
+            .await
+            .map(b),
+    );
+    let (mut server, addr, _) = spawn_server(&config).await;
 
     let mut sub = Client5::connect(env.v5_persistent("historian-feed", addr, 3600))
         .await
@@ -139,6 +151,69 @@ async fn sigkill_loses_no_acknowledged_message() {
     eprintln!(
         "{} acknowledged messages, all delivered after two kill -9",
         want.len()
+    );
+    server.start_kill().unwrap();
+}
+
+/// The same contract for the historian: a QoS 1 PUBLISH to a historized topic is acknowledged
+/// only once its point is in the write-ahead log with the rest of the group commit. Two kill -9
+/// cycles; afterwards the query API returns every acknowledged point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_historian_point() {
+    let env = Env::new();
+    let config = env.path("converge.toml");
+    let toml = format!(
+        "data_dir = {data:?}\n[listeners.tls]\nbind = \"127.0.0.1:0\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n[listeners.quic]\nbind = \"127.0.0.1:0\"\n[historian]\nseal_threshold = 256\n[[historian.rules]]\nfilter = \"line/#\"\ndecoder = \"json\"\n[historian.api]\nbind = \"127.0.0.1:0\"\n[metrics]\nenabled = false\n[mqtt]\nsys_interval_secs = 0\n[persistence]\nsync = \"fsync\"\n",
+        data = env.path("data"),
+        ca = env.path("ca.pem"),
+        cert = env.path("server.pem"),
+        key = env.path("server.key"),
+    );
+    std::fs::write(&config, toml).unwrap();
+    const T0: usize = 1_700_000_000_000;
+    // One point per millisecond; the second cycle writes after the first's range.
+    let a = |i: usize| format!(r#"{{"value": {i}, "ts": {}}}"#, T0 + i);
+    let b = |i: usize| format!(r#"{{"value": {}, "ts": {}}}"#, 10_000 + i, T0 + 10_000 + i);
+
+    let (mut server, addr, _) = spawn_server(&config).await;
+    let first = publish_and_kill(&env, &mut server, addr, "line/meter", a, 3000, 900).await;
+    let (mut server, addr, _) = spawn_server(&config).await;
+    let second = publish_and_kill(&env, &mut server, addr, "line/meter", b, 3000, 1000).await;
+    let (mut server, _, api) = spawn_server(&config).await;
+
+    let mut stored = BTreeSet::new();
+    let mut query = format!(
+        "/api/v1/streams/recorded?tag=line/meter&start={T0}&end={}&max_count=10000",
+        T0 + 20_000
+    );
+    loop {
+        let (status, body) = common::http_get(api, &query).await;
+        assert_eq!(status, 200, "{body}");
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let item = &j["items"][0];
+        for p in item["points"].as_array().unwrap() {
+            stored.insert(p["value"].as_f64().unwrap() as usize);
+        }
+        match item["next"].as_str() {
+            Some(token) => query = format!(
+                "/api/v1/streams/recorded?start={T0}&end={}&max_count=10000&continuation={token}",
+                T0 + 20_000
+            ),
+            None => break,
+        }
+    }
+    let want: BTreeSet<usize> = first.chain(second.map(|i| 10_000 + i)).collect();
+    let lost: Vec<_> = want.difference(&stored).take(10).collect();
+    assert!(lost.is_empty(), "acknowledged points lost: {lost:?}…");
+    assert!(
+        want.len() >= 1900,
+        "both cycles acknowledged: {}",
+        want.len()
+    );
+    eprintln!(
+        "{} acknowledged points, {} stored, none lost after two kill -9",
+        want.len(),
+        stored.len()
     );
     server.start_kill().unwrap();
 }

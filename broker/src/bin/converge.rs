@@ -136,11 +136,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = running.metrics_addr {
         tracing::info!("metrics on http://{addr}/metrics");
     }
+    if let Some(addr) = running.api_addr {
+        tracing::info!(%addr, "historian query API on http://{addr}/api/v1 (OpenAPI: /api/openapi.json)");
+    }
     if let (Some((pki, created)), Some(addr)) = (&running.dev_pki, running.tls_addr) {
         if *created {
             tracing::info!(dir = %pki.dir.display(), "created a development PKI");
         }
         print_quick_start(pki, addr.port(), running.quic_addr.map(|a| a.port()));
+        if let Some(api) = running.api_addr {
+            println!(
+                "History: Sparkplug B topics (spBv1.0/#) are historized by default; add\n\
+                 [[historian.rules]] for JSON or plain topics (docs/CONFIG.md). Query it over HTTP:\n\n  \
+                 curl 'http://{api}/api/v1/tags?q=*'\n"
+            );
+        }
     }
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -7,6 +7,9 @@
 //! submitted is the order in which they reach the database (a delete submitted after a put of
 //! the same key always wins).
 //!
+//! The historian's column families live in the same database, and its points (`Op::Historize`)
+//! are planned by the writer into the same batch, so they share the acknowledgement's sync.
+//!
 //! A failed write poisons the store: every later job fails at once, so nothing is acknowledged
 //! that is not on disk. Restart to recover.
 
@@ -15,10 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use converge_historian::ingest::TagPoint;
+use converge_historian::storage::{self as hist, Storage, StorageConfig};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::SyncMode;
+use crate::historian::plan_points;
 use crate::metrics::Metrics;
 
 /// Column families, one per kind of record.
@@ -60,6 +66,8 @@ pub enum Op {
         cf: Cf,
         prefix: Vec<u8>,
     },
+    /// Points for the historian, written in the same batch.
+    Historize(Vec<TagPoint>),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -114,6 +122,7 @@ impl Commit {
 
 pub struct Store {
     db: Arc<DB>,
+    historian: Option<Arc<Storage>>,
     // Unbounded on purpose: jobs are submitted from under the broker's std mutex, where we may
     // not wait. What bounds it is MQTT flow control: each job is an acknowledgement some client
     // is waiting for (at most Receive Maximum per connection) or a delivery already counted
@@ -124,11 +133,14 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the database; with `historian`, also the historian's storage over it (its column
+    /// families are always opened: RocksDB refuses a database whose families are not all named).
     pub fn open(
         path: &Path,
         sync: SyncMode,
         max_batch: usize,
         metrics: Arc<Metrics>,
+        historian: Option<StorageConfig>,
     ) -> Result<Store, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -138,20 +150,40 @@ impl Store {
         opts.set_write_buffer_size(16 * 1024 * 1024);
         let cfs = Cf::ALL
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()))
+            .chain(
+                hist::column_families()
+                    .into_iter()
+                    .map(|(name, o)| ColumnFamilyDescriptor::new(name, o)),
+            );
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+        let historian = match historian {
+            Some(mut config) => {
+                // Writes joining the group commit follow `sync`; this covers the storage's own.
+                config.sync = sync == SyncMode::Fsync;
+                let storage = Storage::open(db.clone(), config)
+                    .map_err(|e| StoreError::Db(format!("historian: {e}")))?;
+                Some(Arc::new(storage))
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let poisoned = Arc::new(AtomicBool::new(false));
         let writer = {
-            let db = db.clone();
-            let poisoned = poisoned.clone();
+            let writer = Writer {
+                db: db.clone(),
+                historian: historian.clone(),
+                poisoned: poisoned.clone(),
+                metrics,
+            };
             std::thread::Builder::new()
                 .name("converge-store".into())
-                .spawn(move || writer_loop(db, rx, sync, max_batch.max(1), poisoned, metrics))
+                .spawn(move || writer.run(rx, sync, max_batch.max(1)))
                 .map_err(|e| StoreError::Db(format!("cannot start writer thread: {e}")))?
         };
         Ok(Store {
             db,
+            historian,
             tx,
             poisoned,
             writer: Some(writer),
@@ -204,6 +236,11 @@ impl Store {
         Ok(())
     }
 
+    /// The historian's storage, when historizing is on.
+    pub fn historian(&self) -> Option<&Arc<Storage>> {
+        self.historian.as_ref()
+    }
+
     /// Every (key, value) of a column family, in key order.
     pub fn scan(&self, cf: Cf) -> Result<Vec<Row>, StoreError> {
         let handle = self
@@ -240,71 +277,123 @@ impl Drop for Store {
     }
 }
 
-fn writer_loop(
+/// The writer thread's state.
+struct Writer {
     db: Arc<DB>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    sync: SyncMode,
-    max_batch: usize,
+    historian: Option<Arc<Storage>>,
     poisoned: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-) {
-    let mut write_opts = WriteOptions::default();
-    write_opts.set_sync(sync == SyncMode::Fsync);
-    let mut jobs = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+}
+
+impl Writer {
+    fn run(self, mut rx: mpsc::UnboundedReceiver<Job>, sync: SyncMode, max_batch: usize) {
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync == SyncMode::Fsync);
+        let mut jobs = Vec::with_capacity(max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            jobs.push(first);
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let result = if self.poisoned.load(Ordering::Acquire) {
+                Err(StoreError::Poisoned)
+            } else {
+                let started = Instant::now();
+                let r = self.write_jobs(&jobs, &write_opts);
+                self.metrics
+                    .persist_write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.persist_batch_ops.observe(jobs.len() as f64);
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "persistence write failed; refusing further writes");
+                    self.poisoned.store(true, Ordering::Release);
+                }
+                r
+            };
+            for job in jobs.drain(..) {
+                if let Some(done) = job.done {
+                    let _ = done.send(result.clone());
+                }
             }
         }
-        let result = if poisoned.load(Ordering::Acquire) {
-            Err(StoreError::Poisoned)
-        } else {
-            let started = Instant::now();
-            let r = write_jobs(&db, &jobs, &write_opts);
-            metrics
-                .persist_write_seconds
-                .observe(started.elapsed().as_secs_f64());
-            metrics.persist_batch_ops.observe(jobs.len() as f64);
-            if let Err(e) = &r {
-                tracing::error!(error = %e, "persistence write failed; refusing further writes");
-                poisoned.store(true, Ordering::Release);
-            }
-            r
+    }
+
+    fn write_jobs(&self, jobs: &[Job], opts: &WriteOptions) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let historize = jobs
+            .iter()
+            .flat_map(|j| j.ops.iter())
+            .any(|op| matches!(op, Op::Historize(p) if !p.is_empty()));
+        // The plan holds the historian's write lock until we know the outcome of this write.
+        let mut plan = match (&self.historian, historize) {
+            (Some(storage), true) => Some(storage.begin().map_err(historian_error)?),
+            _ => None,
         };
-        for job in jobs.drain(..) {
-            if let Some(done) = job.done {
-                let _ = done.send(result.clone());
+        for op in jobs.iter().flat_map(|j| j.ops.iter()) {
+            let name = match op {
+                Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::DeletePrefix { cf, .. } => {
+                    cf.name()
+                }
+                Op::Historize(points) => {
+                    if let Some(plan) = plan.as_mut() {
+                        plan_points(plan, points, &self.metrics);
+                    }
+                    continue;
+                }
+            };
+            let cf = self
+                .db
+                .cf_handle(name)
+                .ok_or_else(|| StoreError::Db(format!("missing column family {name}")))?;
+            match op {
+                Op::Put { key, value, .. } => batch.put_cf(&cf, key, value),
+                Op::Delete { key, .. } => batch.delete_cf(&cf, key),
+                Op::DeletePrefix { prefix, .. } => {
+                    // Every key under a client prefix has at most 8 more bytes, so
+                    // prefix ‖ FF×9 is past all of them.
+                    let mut end = prefix.clone();
+                    end.extend_from_slice(&[0xFF; 9]);
+                    batch.delete_range_cf(&cf, prefix, &end);
+                }
+                Op::Historize(_) => {}
+            }
+        }
+        if let Some(p) = plan.as_mut() {
+            if let Err(e) = p.append_to(&mut batch) {
+                // The store is poisoned by this error; so is the historian.
+                if let Some(p) = plan.take() {
+                    p.failed();
+                }
+                return Err(historian_error(e));
+            }
+        }
+        match self.db.write_opt(batch, opts) {
+            Ok(()) => {
+                if let Some(plan) = plan {
+                    let summary = plan.committed();
+                    let m = &self.metrics;
+                    m.historian_points_written.inc_by(summary.points);
+                    m.historian_points_replaced.inc_by(summary.replaced);
+                    m.historian_blocks_written.inc_by(summary.blocks_written);
+                    m.historian_tags.add(summary.tags_created as i64);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(plan) = plan {
+                    plan.failed();
+                }
+                Err(e.into())
             }
         }
     }
 }
 
-fn write_jobs(db: &DB, jobs: &[Job], opts: &WriteOptions) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    for op in jobs.iter().flat_map(|j| j.ops.iter()) {
-        let name = match op {
-            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::DeletePrefix { cf, .. } => cf.name(),
-        };
-        let cf = db
-            .cf_handle(name)
-            .ok_or_else(|| StoreError::Db(format!("missing column family {name}")))?;
-        match op {
-            Op::Put { key, value, .. } => batch.put_cf(&cf, key, value),
-            Op::Delete { key, .. } => batch.delete_cf(&cf, key),
-            Op::DeletePrefix { prefix, .. } => {
-                // Every key under a client prefix has at most 8 more bytes, so prefix ‖ FF×9 is
-                // past all of them.
-                let mut end = prefix.clone();
-                end.extend_from_slice(&[0xFF; 9]);
-                batch.delete_range_cf(&cf, prefix, &end);
-            }
-        }
-    }
-    db.write_opt(batch, opts)?;
-    Ok(())
+fn historian_error(e: hist::StorageError) -> StoreError {
+    StoreError::Db(format!("historian: {e}"))
 }
 
 #[cfg(test)]
@@ -315,7 +404,7 @@ mod tests {
     async fn writes_are_visible_after_commit_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
-        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics.clone()).unwrap();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics.clone(), None).unwrap();
         let mut commits = Vec::new();
         for i in 0u8..50 {
             commits.push(store.submit(vec![Op::Put {
@@ -342,7 +431,7 @@ mod tests {
             .await
             .unwrap();
         store.close().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics).unwrap();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, metrics, None).unwrap();
         let rows = store.scan(Cf::Queue).unwrap();
         assert_eq!(rows.len(), 49);
         assert!(rows.iter().all(|r| r.key[3] != 3));
@@ -351,7 +440,7 @@ mod tests {
     #[tokio::test]
     async fn prefix_delete_spares_other_clients() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), SyncMode::Os, 16, Metrics::new()).unwrap();
+        let store = Store::open(dir.path(), SyncMode::Os, 16, Metrics::new(), None).unwrap();
         let a = crate::persist::record::queue_key("a", 1);
         let ab = crate::persist::record::queue_key("ab", 1);
         store

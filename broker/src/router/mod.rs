@@ -16,7 +16,10 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 
+use converge_historian::ingest::RebirthRequest;
+
 use crate::config::Config;
+use crate::historian::Historian;
 use crate::metrics::Metrics;
 use crate::mqtt::packet::{
     ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubscriptionOptions,
@@ -49,6 +52,8 @@ pub struct Broker {
     pub started: std::time::Instant,
     /// Clock of message and session expiry.
     pub clock: Clock,
+    /// Decodes historized topics; `None` when `[historian] enabled = false`.
+    pub historian: Option<Arc<Historian>>,
 }
 
 /// What `Broker::connect` hands to the connection that now owns a session.
@@ -88,7 +93,14 @@ impl Broker {
             config,
             started: std::time::Instant::now(),
             clock: Clock::default(),
+            historian: None,
         }
+    }
+
+    /// Historizes what the historian's rules select.
+    pub fn with_historian(mut self, historian: Arc<Historian>) -> Broker {
+        self.historian = Some(historian);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, BrokerState> {
@@ -475,19 +487,56 @@ impl Broker {
     }
 
     /// Routes a PUBLISH (topic already resolved from any alias) to every matching session.
+    ///
+    /// Historized topics are decoded here, before the router lock, and their points join the
+    /// returned writes, so they are durable before the PUBLISH is acknowledged.
     pub fn publish(&self, publish: Publish, publisher: Option<Arc<str>>) -> Routed {
         let now = self.clock.now_ms();
+        let mut ops = Vec::new();
+        let mut rebirth = None;
+        if let Some(h) = &self.historian {
+            if !publish.topic.starts_with('$') {
+                let historized = h.decode(&publish.topic, &publish.payload, now);
+                if !historized.points.is_empty() {
+                    ops.push(Op::Historize(historized.points));
+                }
+                rebirth = historized.rebirth;
+            }
+        }
         let msg = Arc::new(Message::new(publish, publisher, now));
         self.metrics.messages_received.inc();
-        let mut ops = Vec::new();
-        let mut st = self.lock();
-        let st = &mut *st;
-        if msg.publish.retain {
-            retain(st, &msg, &mut ops, !msg.publish.topic.starts_with('$'));
+        let matched = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            if msg.publish.retain {
+                retain(st, &msg, &mut ops, !msg.publish.topic.starts_with('$'));
+            }
+            let matched = route(st, &msg, &self.config, &self.metrics, &mut ops);
+            self.metrics.retained_messages.set(st.retained.len() as i64);
+            matched
+        };
+        if let Some(r) = rebirth {
+            self.request_rebirth(&r, now);
         }
-        let matched = route(st, &msg, &self.config, &self.metrics, &mut ops);
-        self.metrics.retained_messages.set(st.retained.len() as i64);
         Routed { ops, matched }
+    }
+
+    /// Publishes a Sparkplug `Node Control/Rebirth` NCMD to an edge node whose state the
+    /// historian lacks (it restarted, or the node skipped its BIRTH).
+    fn request_rebirth(&self, r: &RebirthRequest, now_ms: u64) {
+        let now = crate::historian::timestamp_ms(now_ms);
+        tracing::info!(group = %r.group, edge_node = %r.edge_node, "historian: requesting a Sparkplug rebirth");
+        let ncmd = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: r.topic(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: r.payload(now).into(),
+        };
+        let routed = self.publish(ncmd, None);
+        self.store.submit_detached(routed.ops);
     }
 
     /// Adds or replaces a subscription. Returns whether it existed, plus the retained messages

@@ -116,6 +116,7 @@ impl Env {
         c.listeners.tls.key_file = Some(self.path("server.key"));
         c.listeners.quic.bind = "127.0.0.1:0".parse().unwrap();
         c.metrics.bind = "127.0.0.1:0".parse().unwrap();
+        c.historian.api.bind = "127.0.0.1:0".parse().unwrap();
         c.mqtt.sys_interval_secs = 0;
         c.persistence.sync = SyncMode::Os;
         c
@@ -440,4 +441,41 @@ impl Client4 {
             "{ack:?}"
         );
     }
+}
+
+/// One HTTP/1.1 GET on loopback (the historian API); returns the status and the body.
+#[allow(dead_code)] // not every test binary queries the API
+pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("API answers")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
 }

@@ -26,6 +26,8 @@ pub const MAX_SLOTS: usize = 1 << 20;
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ApiConfig {
+    /// Whether the server starts the API. Default true.
+    pub enabled: bool,
     /// Listen address. Default `127.0.0.1:8080`: plain HTTP is only allowed
     /// on loopback; any other address requires `tls`.
     pub bind: SocketAddr,
@@ -64,6 +66,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
+            enabled: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls: None,
             deadline_ms: 10_000,

@@ -46,7 +46,7 @@ pub use config::{ApiConfig, ClientConfig, LimitsConfig, TlsConfig, LOCAL_IDENTIT
 pub use error::{ApiError, RequestError};
 pub use metrics::{ApiMetrics, Latency};
 pub use output::CONTINUATION_HEADER;
-pub use serve::{serve, serve_on};
+pub use serve::{prepare, serve, serve_on, Prepared};
 
 use crate::query::Source;
 

@@ -52,10 +52,67 @@ pub async fn serve_on(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
+    prepare(listener, config, state)?.run(shutdown).await
+}
+
+/// An API ready to serve: configuration checked, TLS files loaded, routes
+/// built. A server that embeds the API calls `prepare` at start-up so that
+/// a bad `[historian.api]` stops the start instead of a background task.
+pub struct Prepared {
+    listener: TcpListener,
+    config: ApiConfig,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    local: SocketAddr,
+}
+
+/// Checks `config` against the listener's address and builds the service.
+pub fn prepare(
+    listener: TcpListener,
+    config: ApiConfig,
+    state: ApiState,
+) -> Result<Prepared, ApiError> {
     let local = listener.local_addr()?;
     check(&config, local)?;
     let tls = config.tls.as_ref().map(acceptor).transpose()?;
     let app = router(&config, state)?;
+    Ok(Prepared {
+        listener,
+        config,
+        tls,
+        app,
+        local,
+    })
+}
+
+impl Prepared {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until `shutdown` completes, then lets open connections finish
+    /// their current request.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ApiError> {
+        let Prepared {
+            listener,
+            config,
+            tls,
+            app,
+            local,
+        } = self;
+        accept_loop(listener, config, tls, app, local, shutdown).await
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: ApiConfig,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    local: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ApiError> {
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let timeout = config.handshake_timeout();

@@ -194,6 +194,20 @@ pub enum ErrorKind {
     Limit,
 }
 
+impl ErrorKind {
+    /// Its name in metrics labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Value => "value",
+            ErrorKind::Timestamp => "timestamp",
+            ErrorKind::Quality => "quality",
+            ErrorKind::TagName => "tag_name",
+            ErrorKind::Limit => "limit",
+        }
+    }
+}
+
 impl IngestError {
     /// The counter this error is recorded under.
     pub fn kind(&self) -> ErrorKind {

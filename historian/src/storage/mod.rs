@@ -16,6 +16,7 @@ mod keys;
 mod meta;
 mod read;
 mod retention;
+mod source;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};

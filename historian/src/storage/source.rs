@@ -1,0 +1,93 @@
+//! Storage as the query engine's `Source` and the API's `Catalog`: names
+//! are resolved to ids from memory, then each call is one storage read.
+
+use crate::api::{Catalog, CatalogError, TagInfo};
+use crate::encoding::{Point, Timestamp, ValueType};
+use crate::query::{Source, SourceError};
+use crate::storage::{Storage, StorageError, Tag, TagId};
+
+impl Storage {
+    fn id_of(&self, name: &str) -> Result<TagId, SourceError> {
+        self.tag_by_name(name)
+            .map(|t| t.id)
+            .ok_or_else(|| SourceError::UnknownTag(name.to_owned()))
+    }
+}
+
+fn source_error(name: &str, e: StorageError) -> SourceError {
+    match e {
+        StorageError::UnknownTagId(_) | StorageError::UnknownTagName(_) => {
+            SourceError::UnknownTag(name.to_owned())
+        }
+        other => SourceError::Storage(other.to_string()),
+    }
+}
+
+impl Source for Storage {
+    fn range(
+        &self,
+        tag: &str,
+        start: Timestamp,
+        end: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Point>, SourceError> {
+        let id = self.id_of(tag)?;
+        Storage::range(self, id, start, end, limit).map_err(|e| source_error(tag, e))
+    }
+
+    fn before(
+        &self,
+        tag: &str,
+        t: Timestamp,
+        inclusive: bool,
+    ) -> Result<Option<Point>, SourceError> {
+        let id = self.id_of(tag)?;
+        Storage::before(self, id, t, inclusive).map_err(|e| source_error(tag, e))
+    }
+
+    fn after(
+        &self,
+        tag: &str,
+        t: Timestamp,
+        inclusive: bool,
+    ) -> Result<Option<Point>, SourceError> {
+        let id = self.id_of(tag)?;
+        Storage::after(self, id, t, inclusive).map_err(|e| source_error(tag, e))
+    }
+
+    fn latest(&self, tag: &str) -> Result<Option<Point>, SourceError> {
+        let id = self.id_of(tag)?;
+        Storage::latest(self, id).map_err(|e| source_error(tag, e))
+    }
+}
+
+/// What the API shows of a stored tag. Digital and text tags hold their
+/// value until the next point (PI's `Step`); numbers interpolate linearly.
+fn tag_info(tag: &Tag) -> TagInfo {
+    let meta = &tag.meta;
+    let mut info = TagInfo::new(&meta.name, meta.value_type);
+    info.unit = (!meta.unit.is_empty()).then(|| meta.unit.clone());
+    info.description = (!meta.description.is_empty()).then(|| meta.description.clone());
+    info.retention = meta.retention;
+    info.step = matches!(meta.value_type, ValueType::Bool | ValueType::Str);
+    info
+}
+
+impl Catalog for Storage {
+    fn search(
+        &self,
+        pattern: &str,
+        limit: usize,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<TagInfo>, CatalogError> {
+        let mut tags = Storage::search(self, pattern);
+        tags.retain(|t| visible(&t.meta.name));
+        tags.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        tags.truncate(limit);
+        Ok(tags.iter().map(tag_info).collect())
+    }
+
+    fn tag(&self, name: &str) -> Result<Option<TagInfo>, CatalogError> {
+        Ok(self.tag_by_name(name).as_ref().map(tag_info))
+    }
+}
