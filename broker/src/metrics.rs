@@ -41,6 +41,8 @@ pub struct Metrics {
     pub historian_points_rejected: IntCounterVec,
     pub historian_blocks_written: IntCounter,
     pub historian_tags: IntGauge,
+    pub historian_stored_points: IntGauge,
+    pub historian_stored_bytes: IntGauge,
     pub historian_rebirth_requests: IntCounter,
     /// The decoders' own totals (Sparkplug sequence gaps, deadband drops, ...), copied from
     /// `Ingest::counters` at every scrape.
@@ -158,6 +160,14 @@ impl Metrics {
                 "Compressed blocks sealed or rewritten",
             ),
             historian_tags: gauge("historian_tags", "Tags in the historian"),
+            historian_stored_points: gauge(
+                "historian_stored_points",
+                "Points stored, as of the last retention pass (converge historian stats per tag)",
+            ),
+            historian_stored_bytes: gauge(
+                "historian_stored_bytes",
+                "Bytes of compressed blocks and recent records, as of the last retention pass",
+            ),
             historian_rebirth_requests: counter(
                 "historian_rebirth_requests_total",
                 "Sparkplug rebirth requests (NCMD) sent to edge nodes with unknown state",
@@ -197,6 +207,8 @@ impl Metrics {
             Box::new(m.historian_points_rejected.clone()),
             Box::new(m.historian_blocks_written.clone()),
             Box::new(m.historian_tags.clone()),
+            Box::new(m.historian_stored_points.clone()),
+            Box::new(m.historian_stored_bytes.clone()),
             Box::new(m.historian_rebirth_requests.clone()),
             Box::new(m.historian_ingest_events.clone()),
         ] {

@@ -252,6 +252,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
         tasks.spawn(retention_loop(
             storage,
+            metrics.clone(),
             Duration::from_secs(hist_cfg.retention_interval_secs),
             shutdown_rx.clone(),
         ));
@@ -476,9 +477,11 @@ async fn sys_loop(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Rec
 }
 
 /// Deletes historian data past each tag's retention, on a blocking thread (range deletes, no
-/// scans; see the historian's `storage::retention`).
+/// scans; see the historian's `storage::retention`), then refreshes the storage totals (block
+/// headers only). The first pass runs at start.
 async fn retention_loop(
     storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -490,8 +493,19 @@ async fn retention_loop(
         }
         let storage = storage.clone();
         let now = timestamp_ms(crate::router::message::now_ms());
-        match tokio::task::spawn_blocking(move || storage.enforce_retention(now)).await {
-            Ok(Ok(summary)) => tracing::debug!(?summary, "historian retention enforced"),
+        let pass = tokio::task::spawn_blocking(move || {
+            let summary = storage.enforce_retention(now)?;
+            let stats = storage.stats("*")?;
+            Ok::<_, converge_historian::storage::StorageError>((summary, stats))
+        });
+        match pass.await {
+            Ok(Ok((summary, stats))) => {
+                tracing::debug!(?summary, "historian retention enforced");
+                let points: u64 = stats.iter().map(|s| s.points).sum();
+                let bytes: u64 = stats.iter().map(|s| s.block_bytes + s.recent_bytes).sum();
+                metrics.historian_stored_points.set(points as i64);
+                metrics.historian_stored_bytes.set(bytes as i64);
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "historian retention failed"),
             Err(e) => tracing::warn!(error = %e, "historian retention task failed"),
         }

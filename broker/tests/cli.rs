@@ -180,3 +180,152 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(cmd))
         .find(|p| p.exists())
 }
+
+async fn run_ok(args: &[&str]) -> String {
+    let out = tokio::time::timeout(WAIT, converge().args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "converge {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn run_err(args: &[&str]) -> String {
+    let out = tokio::time::timeout(WAIT, converge().args(args).output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success(), "converge {args:?} must fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn historian_import_writes_every_numeric_column_and_stats_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("export.csv");
+    let mut text = String::from("Timestamp;Flow;Comment;Level\n");
+    for i in 0..5000u64 {
+        let level = if i % 2 == 0 {
+            format!("{}", i as f64 / 4.0)
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "{};{}.5;ok;{level}\n",
+            1_700_000_000_000 + i * 1000,
+            i
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let d = data.to_str().unwrap();
+    let out = run_ok(&[
+        "historian",
+        "import",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "Timestamp",
+        "--time-format",
+        "epoch_ms",
+        "--delimiter",
+        ";",
+        "--tag-prefix",
+        "site/",
+        "--data-dir",
+        d,
+    ])
+    .await;
+    assert!(
+        out.contains("5000 rows, 7500 points written to 2 tags"),
+        "{out}"
+    );
+    assert!(out.contains("skipped (not numeric): Comment"), "{out}");
+    assert!(
+        out.contains("time range: 2023-11-14T22:13:20Z .. 2023-11-14T23:36:39Z"),
+        "{out}"
+    );
+
+    let stats = run_ok(&["historian", "stats", "--data-dir", d]).await;
+    let row = |tag: &str| -> Vec<String> {
+        stats
+            .lines()
+            .find(|l| l.starts_with(tag))
+            .unwrap_or_else(|| panic!("{tag} in {stats}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("site/Flow")[1], "5000");
+    assert_eq!(row("site/Level")[1], "2500");
+    assert_eq!(row("TOTAL")[3], "7500");
+    // 5000 points of a regular series are sealed into compressed blocks: far below 16 B/point.
+    let flow_bpp: f64 = row("site/Flow")[3].parse().unwrap();
+    assert!(flow_bpp < 8.0, "{stats}");
+    let only = run_ok(&["historian", "stats", "--tag", "site/L*", "--data-dir", d]).await;
+    assert!(only.contains("TOTAL (1 tags)"), "{only}");
+}
+
+#[tokio::test]
+async fn historian_import_names_the_line_and_column_of_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        "Time,x\n2024-01-01T00:00:00Z,1\n2024-01-01T00:00:01Z,one\n",
+    )
+    .unwrap();
+    let args = |format: &'static str| {
+        vec![
+            "historian".to_owned(),
+            "import".into(),
+            csv.to_str().unwrap().into(),
+            "--time-column".into(),
+            "Time".into(),
+            "--time-format".into(),
+            format.into(),
+            "--data-dir".into(),
+            d.to_str().unwrap().into(),
+        ]
+    };
+    let a = args("rfc3339");
+    let err = run_err(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(
+        err.contains("line 3, column 2 (\"x\"): \"one\" is not a number"),
+        "{err}"
+    );
+    assert!(err.contains("0 points before it were written"), "{err}");
+    let a = args("[year");
+    let err = run_err(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(err.contains("time format \"[year\""), "{err}");
+}
+
+#[tokio::test]
+async fn historian_import_refuses_a_running_server_and_stats_still_reads() {
+    let env = common::Env::new();
+    let running = env.start().await;
+    let d = env.path("data");
+    let csv = env.path("x.csv");
+    std::fs::write(&csv, "Time,x\n2024-01-01T00:00:00Z,1\n").unwrap();
+    let err = run_err(&[
+        "historian",
+        "import",
+        csv.to_str().unwrap(),
+        "--time-column",
+        "Time",
+        "--data-dir",
+        d.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        err.contains("the database is in use; stop the server"),
+        "{err}"
+    );
+    let stats = run_ok(&["historian", "stats", "--data-dir", d.to_str().unwrap()]).await;
+    assert!(stats.contains("TOTAL (0 tags)"), "{stats}");
+    running.shutdown().await.unwrap();
+}

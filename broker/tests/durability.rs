@@ -195,10 +195,12 @@ async fn sigkill_loses_no_acknowledged_historian_point() {
             stored.insert(p["value"].as_f64().unwrap() as usize);
         }
         match item["next"].as_str() {
-            Some(token) => query = format!(
+            Some(token) => {
+                query = format!(
                 "/api/v1/streams/recorded?start={T0}&end={}&max_count=10000&continuation={token}",
                 T0 + 20_000
-            ),
+            )
+            }
             None => break,
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod encoding;
+pub mod import;
 pub mod ingest;
 pub mod pattern;
 pub mod query;

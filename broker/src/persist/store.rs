@@ -392,6 +392,15 @@ impl Writer {
     }
 }
 
+/// The historian's storage over the database opened read-only, which works while a server has
+/// it open (for `converge historian stats`). It sees what was written when it opened.
+pub fn open_historian_read_only(path: &Path) -> Result<Storage, StoreError> {
+    let opts = Options::default();
+    let names = DB::list_cf(&opts, path)?;
+    let db = DB::open_cf_for_read_only(&opts, path, names, false)?;
+    Storage::open(Arc::new(db), StorageConfig::default()).map_err(historian_error)
+}
+
 fn historian_error(e: hist::StorageError) -> StoreError {
     StoreError::Db(format!("historian: {e}"))
 }

@@ -1,5 +1,7 @@
 //! `converge`: the server binary.
 
+mod historian;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -33,6 +35,11 @@ enum Command {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { config: PathBuf },
+    /// The historian: CSV import and storage statistics.
+    Historian {
+        #[command(subcommand)]
+        command: historian::HistorianCommand,
+    },
     /// Security policies (zones, conduits, device profiles): see docs/SECURITY.md.
     Policy {
         #[command(subcommand)]
@@ -95,6 +102,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{}: {} error(s)", file.display(), diagnostics.len())
             }
         },
+        Command::Historian { command } => historian::run(command),
         Command::CheckConfig { config } => {
             let c = Config::load(&config)?;
             println!("{config:?}: OK\n{c:#?}", config = config.display());
