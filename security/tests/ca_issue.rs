@@ -188,7 +188,7 @@ fn issued_certificate_chains_to_the_ca_as_a_client_certificate() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(issued.serial, hex);
-    assert_eq!(ca.list().unwrap(), [issued.entry.clone()]);
+    assert_eq!(ca.list().unwrap(), std::slice::from_ref(&issued.entry));
 
     // The key is the certificate's.
     let key = KeyPair::from_pem(issued.key_pem.as_deref().unwrap()).unwrap();
