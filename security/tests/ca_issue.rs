@@ -468,3 +468,42 @@ fn ed25519_and_p384_cas_work() {
             .unwrap();
     }
 }
+
+#[test]
+fn the_key_leaves_only_by_explicit_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = device_ca(tmp.path());
+    let dest = tmp.path().join("backup.key");
+    ca.export_key(&dest).unwrap();
+    assert_eq!(mode(&dest), 0o600);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(tmp.path().join("ca").join(KEY_FILE)).unwrap()
+    );
+    let err = ca.export_key(&dest).unwrap_err();
+    assert!(matches!(err, CaError::FileExists(_)), "{err}");
+}
+
+#[test]
+fn a_ca_made_elsewhere_can_be_adopted() {
+    // Only ca.key and ca.pem, as the broker's development PKI writes them.
+    let tmp = tempfile::tempdir().unwrap();
+    device_ca(tmp.path());
+    let dir = tmp.path().join("adopted");
+    std::fs::create_dir(&dir).unwrap();
+    for f in [KEY_FILE, CERT_FILE] {
+        std::fs::copy(tmp.path().join("ca").join(f), dir.join(f)).unwrap();
+    }
+    let ca = Ca::open(&dir).unwrap();
+    let issued = ca.issue(IssueRequest::new("press-01", "cell-a")).unwrap();
+    assert_eq!(ca.list().unwrap(), std::slice::from_ref(&issued.entry));
+    assert_eq!(
+        ca.revoke(
+            &issued.serial,
+            converge_security::ca::RevocationReason::Superseded
+        )
+        .unwrap()
+        .crl_number,
+        1
+    );
+}

@@ -719,9 +719,23 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
+/// A missing `state.toml` means defaults, so a CA made elsewhere (the
+/// broker's development PKI, openssl) can be adopted by putting its
+/// `ca.key` and `ca.pem` into a directory.
 fn read_state(dir: &Path) -> Result<State, CaError> {
     let path = dir.join(STATE_FILE);
-    toml::from_str(&files::read_to_string(&path)?).map_err(|e| CaError::Corrupt {
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(State {
+                crl_number: 0,
+                crl_days: DEFAULT_CRL_DAYS,
+                urn_namespace: None,
+            })
+        }
+        Err(e) => return Err(files::io_err(&path)(e)),
+    };
+    toml::from_str(&text).map_err(|e| CaError::Corrupt {
         path,
         why: e.message().to_owned(),
     })
