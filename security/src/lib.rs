@@ -8,17 +8,22 @@
 //! - [`quota`]: per-device and per-conduit token buckets, driven by the
 //!   caller's `now`.
 //! - [`topic`]: MQTT topic validation and matching (`+`, `#`, `$` rules).
+//! - [`ca`]: certificate administration for a plant CA (issue, list,
+//!   revoke with a CRL, inspect a certificate under the policy); the
+//!   library behind `converge ca` and `converge cert`.
 //!
 //! The broker calls, per connection: [`CertAttributes::from_der`],
 //! [`resolve`], [`evaluate`] with [`Request::Connect`], [`Quota::new`];
 //! then per packet `evaluate` (and [`Quota::charge`] for PUBLISH). The only
-//! IO is [`check_file`]. docs/SECURITY.md documents the model and the file.
+//! IO on the broker's path is [`check_file`]; [`ca`] reads and writes its CA
+//! directory. docs/SECURITY.md documents the model and the file.
 
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod ca;
 pub mod certs;
 pub mod policy;
 pub mod quota;

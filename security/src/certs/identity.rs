@@ -533,7 +533,7 @@ fn single<'c>(values: &'c [String], field: &'static str) -> Result<&'c str, Iden
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

@@ -1,8 +1,8 @@
 //! Client certificates: reading the attributes that device profiles map to
 //! an identity, and resolving the [`Subject`](crate::policy::Subject).
 //!
-//! Chain verification, CRLs and certificate administration are not here
-//! (see docs/SECURITY.md, "Status").
+//! Chain verification and CRL checks are the TLS layer's; issuing and
+//! revoking certificates is `crate::ca`.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 

@@ -88,6 +88,25 @@ impl NamePattern {
             .any(|p| matches!(p, Part::Capture(n) if &**n == name))
     }
 
+    /// The name this pattern gives `device` in `zone`: the inverse of
+    /// [`captures`](Self::captures), used by the CA to encode a device the
+    /// way a profile reads it. `Err` names a capture other than `device` and
+    /// `zone`, which has no value to fill in.
+    pub(crate) fn render(&self, device: &str, zone: &str) -> Result<String, String> {
+        let mut out = String::new();
+        for part in self.parts.iter() {
+            match part {
+                Part::Lit(lit) => out.push_str(lit),
+                Part::Capture(name) => match &**name {
+                    "device" => out.push_str(device),
+                    "zone" => out.push_str(zone),
+                    other => return Err(other.to_owned()),
+                },
+            }
+        }
+        Ok(out)
+    }
+
     /// Matches the whole of `input`.
     pub(crate) fn captures<'a>(&self, input: &'a str) -> Option<Captures<'a>> {
         let mut caps = Captures::default();
@@ -149,6 +168,17 @@ mod tests {
         assert_eq!(p.captures("press.01.cell-a.plant1.example"), None);
         assert_eq!(p.captures("press-01.cell-a.plant2.example"), None);
         assert_eq!(p.captures("press-01.cell-a.plant1.example.evil"), None);
+    }
+
+    #[test]
+    fn render_inverts_captures() {
+        let p = NamePattern::parse("urn:dev:plant1:{zone}:{device}").unwrap();
+        let uri = p.render("press-01", "cell-a").unwrap();
+        assert_eq!(uri, "urn:dev:plant1:cell-a:press-01");
+        let c = p.captures(&uri).unwrap();
+        assert_eq!((c.device, c.zone), (Some("press-01"), Some("cell-a")));
+        let p = NamePattern::parse("urn:dev:{plant}:{zone}:{device}").unwrap();
+        assert_eq!(p.render("d", "z"), Err("plant".to_owned()));
     }
 
     #[test]
