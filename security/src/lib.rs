@@ -8,6 +8,9 @@
 //! - [`quota`]: per-device and per-conduit token buckets, driven by the
 //!   caller's `now`.
 //! - [`topic`]: MQTT topic validation and matching (`+`, `#`, `$` rules).
+//! - [`audit`]: the tamper-evident audit log (hash chain, signed Merkle
+//!   checkpoints, verify and SIEM export). Unlike the rest it does IO: a
+//!   writer thread appends to files.
 //!
 //! The broker calls, per connection: [`CertAttributes::from_der`],
 //! [`resolve`], [`evaluate`] with [`Request::Connect`], [`Quota::new`];
@@ -19,11 +22,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod audit;
 pub mod certs;
 pub mod policy;
 pub mod quota;
 pub mod topic;
 
+pub use audit::{AuditConfig, AuditError, AuditLog, AuditStats, Event as AuditEvent};
 pub use certs::{resolve, CertAttributes, CertError, IdentityError};
 pub use policy::{
     check_file, compile, evaluate, CompiledPolicy, Decision, Diagnostic, PolicyError, Request,
