@@ -47,7 +47,10 @@ fn written_records_verify_with_counts() {
     let text = cli_verify(dir.path(), None).unwrap();
     assert!(text.contains(": OK\n"), "{text}");
     assert!(text.contains("records:     50 (seq 1..50)"), "{text}");
-    assert!(text.contains("checkpoints: 3 signed, the last covering 50 records"), "{text}");
+    assert!(
+        text.contains("checkpoints: 3 signed, the last covering 50 records"),
+        "{text}"
+    );
     assert!(text.contains("read from the log's own directory"), "{text}");
 
     let e = entries(dir.path());
@@ -231,9 +234,20 @@ fn a_full_queue_drops_counts_and_keeps_critical_events() {
     assert_eq!(note.record.action, Action::EventsDropped);
     assert_eq!(note.record.outcome, Outcome::Failure);
     let lost = s.dropped + s.critical_dropped;
-    assert_eq!(note.record.resource.as_deref(), Some(lost.to_string().as_str()));
-    assert!(note.record.reason.as_deref().unwrap().contains("1 of them critical"));
-    assert_eq!(verify(dir.path(), &log.public_key()).unwrap().records, s.written);
+    assert_eq!(
+        note.record.resource.as_deref(),
+        Some(lost.to_string().as_str())
+    );
+    assert!(note
+        .record
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("1 of them critical"));
+    assert_eq!(
+        verify(dir.path(), &log.public_key()).unwrap().records,
+        s.written
+    );
 }
 
 #[test]

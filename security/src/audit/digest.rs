@@ -94,6 +94,7 @@ fn nibble(c: u8) -> Result<u8, BadHex> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -481,3 +481,19 @@ fn cef_value(v: &str) -> String {
     }
     s
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_per_format() {
+        assert_eq!(cef_header("a|b\\c\r\nd"), "a\\|b\\\\c  d");
+        assert_eq!(cef_value("a=b\\c|d\ne\rf"), "a\\=b\\\\c|d\\ne\\rf");
+        assert_eq!(sd_escape("a\"b\\c]d\te"), "a\\\"b\\\\c\\]d\\x09e");
+        assert_eq!(syslog_hostname(" h\u{e9}st\t1 "), "hst1");
+        assert_eq!(syslog_hostname(&"h".repeat(300)).len(), 255);
+        assert_eq!(no_controls("a\nb\u{7f}c"), "a b c");
+    }
+}

@@ -370,6 +370,7 @@ fn skip_line<R: BufRead>(r: &mut R) -> io::Result<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
