@@ -14,8 +14,8 @@
 //!
 //! The broker calls, per connection: [`CertAttributes::from_der`],
 //! [`resolve`], [`evaluate`] with [`Request::Connect`], [`Quota::new`];
-//! then per packet `evaluate` (and [`Quota::charge`] for PUBLISH). The only
-//! IO is [`check_file`]. docs/SECURITY.md documents the model and the file.
+//! then per packet `evaluate` (and [`Quota::charge`] for PUBLISH). Outside
+//! `audit` the only IO is [`check_file`]. docs/SECURITY.md documents the model and the file.
 
 #![cfg_attr(
     not(test),

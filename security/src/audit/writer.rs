@@ -455,12 +455,13 @@ impl Writer {
 
     /// Blocks for the next message, but not past the next time checkpoint.
     fn next_message(&self) -> Result<Msg, RecvTimeoutError> {
-        if self.unchecked() > 0 && self.failed.is_none() {
-            let deadline = self.last_checkpoint + self.interval;
-            self.rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        } else {
-            self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        // An interval too large to add (`Duration::MAX`) means no timer.
+        let deadline = self.last_checkpoint.checked_add(self.interval);
+        match deadline {
+            Some(d) if self.unchecked() > 0 && self.failed.is_none() => self
+                .rx
+                .recv_timeout(d.saturating_duration_since(Instant::now())),
+            _ => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         }
     }
 
