@@ -278,3 +278,22 @@ fn dropping_the_last_handle_makes_records_durable() {
     let report = verify(dir.path(), &key).unwrap();
     assert_eq!((report.records, report.checkpoints), (2, 1));
 }
+
+#[test]
+fn a_checkpoint_is_written_on_time_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(dir.path());
+    cfg.checkpoint_interval = std::time::Duration::ZERO;
+    let log = AuditLog::open(cfg).unwrap();
+    for i in 1..=3 {
+        log.record(event(i));
+    }
+    // No sleep: the writer's timer is already due, so it checkpoints as soon
+    // as it has written; poll the counter, with a generous bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.stats().checkpoints == 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", log.stats());
+        std::thread::yield_now();
+    }
+    assert!(verify(dir.path(), &log.public_key()).unwrap().checkpoints >= 1);
+}
