@@ -47,6 +47,17 @@ pub struct Config {
     pub log: Log,
     pub runtime: Runtime,
     pub historian: HistorianConfig,
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: the certificate policy (zones, conduits, device profiles).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Policy file (docs/SECURITY.md). Without one, certificate clients get the listener rules
+    /// only (client id = certificate CN); with one, every CONNECT, PUBLISH, SUBSCRIBE and
+    /// delivery is decided by it, default deny. Reloaded on SIGHUP (`converge policy reload`).
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -69,6 +80,7 @@ impl Default for Config {
             log: Log::default(),
             runtime: Runtime::default(),
             historian: HistorianConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

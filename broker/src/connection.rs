@@ -30,8 +30,10 @@ use crate::persist::record::{self, DeliveryState};
 use crate::persist::{Cf, Op, StoreError};
 use crate::router::message::Delivery;
 use crate::router::{self, Broker, PendingWill};
+use crate::security::SessionAuth;
 use crate::session::{self, SharedSession, Subscription};
 use crate::transport::{ListenerKind, PeerIdentity};
+use converge_security::{Quota, Request};
 
 /// Most QoS 1/2 messages moved from the queue to the socket per wake-up, so one busy session
 /// cannot starve the others sharing a worker thread.
@@ -221,7 +223,20 @@ pub async fn serve<L: Link>(
         .inc();
     let version = connect.protocol;
 
-    let accepted = match accept_connect(&connect, &peer, &listener, &broker) {
+    let auth = match authorize_connect(&connect, &peer, &listener, &broker) {
+        Ok(a) => a,
+        Err(reason) => {
+            broker
+                .metrics
+                .connections_rejected
+                .with_label_values(&[&format!("0x{:02X}", reason.0)])
+                .inc();
+            reject_connect(&mut link, &broker, version, reason).await;
+            return;
+        }
+    };
+    let policy_id = auth.as_ref().map(|a| &*a.client_id);
+    let accepted = match accept_connect(&connect, &peer, &listener, &broker, policy_id) {
         Ok(a) => a,
         Err(reason) => {
             broker
@@ -242,6 +257,7 @@ pub async fn serve<L: Link>(
         connect.clean_start,
         accepted.session_expiry,
     );
+    session::lock(&attached.session).auth = auth.clone();
     if let Err(e) = broker.store.submit(attached.ops).wait().await {
         tracing::error!(error = %e, "cannot persist session; refusing connection");
         reject_connect(&mut link, &broker, version, ReasonCode::SERVER_UNAVAILABLE).await;
@@ -278,6 +294,10 @@ pub async fn serve<L: Link>(
         session_expiry: accepted.session_expiry,
         will: accepted.will,
         waker: attached.waker.clone(),
+        quota: auth
+            .as_ref()
+            .map(|a| Quota::new(&a.subject, std::time::Instant::now())),
+        auth,
     };
     conn.send(&Packet::ConnAck(connack));
     conn.resend_inflight();
@@ -516,12 +536,49 @@ impl Accepted {
     }
 }
 
+/// With a policy in force: the client's subject (identity, zone, rights) from its certificate,
+/// or the CONNACK reason that refuses it. Without one: `None` (the listener rules apply).
+fn authorize_connect(
+    c: &Connect,
+    peer: &PeerIdentity,
+    listener: &ListenerContext,
+    broker: &Broker,
+) -> Result<Option<Arc<SessionAuth>>, ReasonCode> {
+    let Some(store) = &broker.policy else {
+        return Ok(None);
+    };
+    let leaf = match listener.kind {
+        ListenerKind::Tls | ListenerKind::Quic => peer.chain.first(),
+        // A plain listener has no certificate, hence no identity the policy could know.
+        ListenerKind::Tcp => None,
+    };
+    let Some(leaf) = leaf else {
+        tracing::info!(client_id = %c.client_id, "CONNECT refused: no client certificate for the policy");
+        return Err(ReasonCode::NOT_AUTHORIZED);
+    };
+    match SessionAuth::connect(store.current(), leaf.as_ref(), &c.client_id, listener.kind) {
+        Ok(auth) => {
+            tracing::info!(
+                identity = auth.subject.identity(),
+                zone = auth.zone(),
+                "policy: identity resolved"
+            );
+            Ok(Some(Arc::new(auth)))
+        }
+        Err(denied) => {
+            tracing::info!(client_id = %c.client_id, reason = format!("0x{:02X}", denied.reason.0), why = %denied.why, "CONNECT refused by the policy");
+            Err(denied.reason)
+        }
+    }
+}
+
 /// Applies the listener's identity rules and the limits to a CONNECT.
 fn accept_connect(
     c: &Connect,
     peer: &PeerIdentity,
     listener: &ListenerContext,
     broker: &Broker,
+    policy_client_id: Option<&str>,
 ) -> Result<Accepted, ReasonCode> {
     let cfg = &broker.config;
     let v5 = c.protocol == ProtocolVersion::V5;
@@ -531,8 +588,15 @@ fn accept_connect(
     }
     let mut client_id = c.client_id.clone();
     let mut assigned_id = false;
-    match listener.kind {
-        ListenerKind::Tls | ListenerKind::Quic => {
+    match (policy_client_id, listener.kind) {
+        // The policy decided the identity rules (and gave an empty client id the identity).
+        (Some(id), _) => {
+            if client_id.is_empty() {
+                client_id = id.to_owned();
+                assigned_id = true;
+            }
+        }
+        (None, ListenerKind::Tls | ListenerKind::Quic) => {
             let Some(cn) = peer.common_name.as_deref() else {
                 return Err(ReasonCode::NOT_AUTHORIZED);
             };
@@ -544,7 +608,7 @@ fn accept_connect(
                 return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             }
         }
-        ListenerKind::Tcp => {
+        (None, ListenerKind::Tcp) => {
             if !listener.allow_anonymous {
                 return Err(ReasonCode::NOT_AUTHORIZED);
             }
@@ -656,6 +720,10 @@ struct Conn {
     session_expiry: u32,
     will: Option<PendingWill>,
     waker: Arc<Notify>,
+    /// The policy's view of this client; refreshed from the session after a reload.
+    auth: Option<Arc<SessionAuth>>,
+    /// Per-device message and byte rates (token buckets), from the profile.
+    quota: Option<Quota>,
 }
 
 impl Conn {
@@ -790,7 +858,8 @@ impl Conn {
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Close> {
-        let cfg = &self.broker.config;
+        let broker = self.broker.clone();
+        let cfg = &broker.config;
         if let Some(alias) = p.properties.topic_alias {
             if alias == 0 || alias > cfg.limits.topic_alias_maximum {
                 return Err(Close::Reason(
@@ -828,18 +897,20 @@ impl Conn {
             ));
         }
         // `$`-topics belong to the server (`$SYS/`): clients may not publish to them.
-        let refused = p.topic.starts_with('$');
+        let refused = if p.topic.starts_with('$') {
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else {
+            self.authorize_publish(&p)
+        };
+        let zone = self.auth.as_ref().map(|a| Arc::<str>::from(a.zone()));
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                if refused {
-                    self.broker
-                        .metrics
-                        .messages_dropped
-                        .with_label_values(&["not_authorized"])
-                        .inc();
+                if refused.is_some() {
                     return Ok(());
                 }
-                let routed = self.broker.publish(p, Some(self.client_id.clone()));
+                let routed = self
+                    .broker
+                    .publish_in(p, Some(self.client_id.clone()), zone.clone());
                 self.broker.store.submit_detached(routed.ops);
             }
             (QoS::AtLeastOnce, Some(pid)) => {
@@ -849,10 +920,12 @@ impl Conn {
                         "receive maximum exceeded",
                     ));
                 }
-                let (commit, reason) = if refused {
-                    (commit_ready(), ReasonCode::NOT_AUTHORIZED)
+                let (commit, reason) = if let Some(reason) = refused {
+                    (commit_ready(), reason)
                 } else {
-                    let routed = self.broker.publish(p, Some(self.client_id.clone()));
+                    let routed =
+                        self.broker
+                            .publish_in(p, Some(self.client_id.clone()), zone.clone());
                     (
                         boxed(self.broker.store.submit(routed.ops)),
                         matched_reason(routed.matched),
@@ -879,13 +952,15 @@ impl Conn {
                         "receive maximum exceeded",
                     ));
                 }
-                if refused {
-                    let packet = self.ack(PubRespKind::PubRec, pid, ReasonCode::NOT_AUTHORIZED);
+                if let Some(reason) = refused {
+                    let packet = self.ack(PubRespKind::PubRec, pid, reason);
                     self.push_ack(packet, commit_ready(), Vec::new());
                     return Ok(());
                 }
                 session::lock(&self.session).inbound_qos2.insert(pid);
-                let mut routed = self.broker.publish(p, Some(self.client_id.clone()));
+                let mut routed =
+                    self.broker
+                        .publish_in(p, Some(self.client_id.clone()), zone.clone());
                 if persistent {
                     routed.ops.push(Op::Put {
                         cf: Cf::Inbound,
@@ -906,6 +981,59 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// The policy's decision on a PUBLISH (rights, zones and conduits, then the device's rate
+    /// quotas): `None` to route it, or the reason to refuse it with. A refused PUBLISH is
+    /// counted and dropped; MQTT 5 acknowledges it with the reason, 3.1.1 (which has no negative
+    /// acknowledgement) with a plain PUBACK/PUBREC.
+    fn authorize_publish(&mut self, p: &Publish) -> Option<ReasonCode> {
+        let auth = self.current_auth()?;
+        let len = p.payload.len();
+        let mut decision = auth.check(&Request::Publish {
+            topic: &p.topic,
+            qos: p.qos as u8,
+            retain: p.retain,
+            payload_len: len,
+        });
+        if decision.is_allowed() {
+            if let Some(q) = self.quota.as_mut() {
+                decision = q.charge(std::time::Instant::now(), len);
+            }
+        }
+        if decision.is_allowed() {
+            return None;
+        }
+        let reason = ReasonCode(decision.reason_code());
+        self.broker
+            .metrics
+            .authorization_denied
+            .with_label_values(&["publish", &format!("0x{:02X}", reason.0)])
+            .inc();
+        self.broker
+            .metrics
+            .messages_dropped
+            .with_label_values(&["not_authorized"])
+            .inc();
+        tracing::info!(topic = %p.topic, reason = format!("0x{:02X}", reason.0), rule = %auth.describe(&decision), "PUBLISH refused by the policy");
+        Some(reason)
+    }
+
+    /// This connection's policy view, refreshed from the session when a reload happened since
+    /// it was taken (a lock-free generation check per packet).
+    fn current_auth(&mut self) -> Option<Arc<SessionAuth>> {
+        let auth = self.auth.as_ref()?;
+        let in_force = self.broker.policy.as_ref().map(|p| p.generation());
+        if in_force != Some(auth.policy.generation()) {
+            let fresh = session::lock(&self.session).auth.clone();
+            match &fresh {
+                Some(a) => self.quota = Some(Quota::new(&a.subject, std::time::Instant::now())),
+                // The reload refused this client; it is being disconnected. Refuse meanwhile.
+                None => return Some(auth.clone()),
+            }
+            self.auth = fresh;
+        }
+        self.auth.clone()
     }
 
     /// QoS 1/2 PUBLISHes from the client not yet fully acknowledged by us.
@@ -1024,7 +1152,8 @@ impl Conn {
     }
 
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Close> {
-        let limits = &self.broker.config.limits;
+        let broker = self.broker.clone();
+        let limits = &broker.config.limits;
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut retained = Vec::new();
@@ -1058,20 +1187,47 @@ impl Conn {
                 reasons.push(ReasonCode::UNSPECIFIED_ERROR);
                 continue;
             }
-            let at_limit = {
+            let (at_limit, active) = {
                 let s = session::lock(&self.session);
-                !s.subscriptions.contains_key(&f.filter)
-                    && s.subscriptions.len() >= limits.max_subscriptions_per_client
+                let others =
+                    s.subscriptions.len() - usize::from(s.subscriptions.contains_key(&f.filter));
+                (
+                    !s.subscriptions.contains_key(&f.filter)
+                        && s.subscriptions.len() >= limits.max_subscriptions_per_client,
+                    u32::try_from(others).unwrap_or(u32::MAX),
+                )
             };
             if at_limit {
                 reasons.push(self.refusal(ReasonCode::QUOTA_EXCEEDED));
                 continue;
             }
+            let mut options = f.options;
+            if let Some(auth) = self.current_auth() {
+                let d = auth.check(&Request::Subscribe {
+                    filter: &f.filter,
+                    qos: options.qos as u8,
+                    active_subscriptions: active,
+                });
+                match d.granted_qos().and_then(QoS::from_u8) {
+                    Some(granted) => options.qos = options.qos.min(granted),
+                    None => {
+                        let reason = ReasonCode(d.reason_code());
+                        self.broker
+                            .metrics
+                            .authorization_denied
+                            .with_label_values(&["subscribe", &format!("0x{:02X}", reason.0)])
+                            .inc();
+                        tracing::info!(filter = %f.filter, reason = format!("0x{:02X}", reason.0), rule = %auth.describe(&d), "SUBSCRIBE refused by the policy");
+                        reasons.push(self.refusal(reason));
+                        continue;
+                    }
+                }
+            }
             let (_, mut found) = self.broker.subscribe(
                 &self.session,
                 &f.filter,
                 Subscription {
-                    options: f.options,
+                    options,
                     identifier,
                 },
             );
@@ -1081,7 +1237,7 @@ impl Conn {
                 self.sub_routes.retain(|(f, _)| f != plain);
                 self.sub_routes.push((plain.to_owned(), self.route));
             }
-            reasons.push(ReasonCode(f.options.qos as u8));
+            reasons.push(ReasonCode(options.qos as u8));
         }
         let commit = self.persist_session(changed);
         let packet = Packet::SubAck(SubAck {
@@ -1228,6 +1384,8 @@ impl Conn {
             return;
         }
         let saved = self.route;
+        // Deliveries are checked against the session's current rights (reloads included).
+        let auth = s.auth.clone();
         while sent < MAX_SENDS_PER_WAKE {
             let Some(front) = s.queue.front() else { break };
             if front.qos != QoS::AtMostOnce
@@ -1253,6 +1411,49 @@ impl Conn {
                     });
                 }
                 continue;
+            }
+            if self.broker.policy.is_some() {
+                let allowed = auth.as_ref().and_then(|a| {
+                    a.deliver(
+                        &d.msg.publish.topic,
+                        d.msg.publisher_zone.as_deref(),
+                        d.qos as u8,
+                        d.msg.publish.payload.len(),
+                    )
+                });
+                match allowed.and_then(QoS::from_u8) {
+                    Some(q) => {
+                        if q == QoS::AtMostOnce && d.qos != QoS::AtMostOnce {
+                            // Downgraded by a conduit: the persisted QoS 1/2 copy goes.
+                            if let Some(seq) = d.seq.take() {
+                                detached.push(Op::Delete {
+                                    cf: Cf::Queue,
+                                    key: record::queue_key(&self.client_id, seq),
+                                });
+                            }
+                        }
+                        d.qos = d.qos.min(q);
+                    }
+                    None => {
+                        self.broker
+                            .metrics
+                            .authorization_denied
+                            .with_label_values(&["deliver", "0x87"])
+                            .inc();
+                        self.broker
+                            .metrics
+                            .messages_dropped
+                            .with_label_values(&["not_authorized"])
+                            .inc();
+                        if let Some(seq) = d.seq {
+                            detached.push(Op::Delete {
+                                cf: Cf::Queue,
+                                key: record::queue_key(&self.client_id, seq),
+                            });
+                        }
+                        continue;
+                    }
+                }
             }
             if d.qos == QoS::AtMostOnce {
                 if let Some(frame) = self.shared_frame(&d) {

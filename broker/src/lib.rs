@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod persist;
 pub mod pki;
 pub mod router;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod transport;

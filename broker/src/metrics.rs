@@ -36,6 +36,7 @@ pub struct Metrics {
     pub quic_retries: IntCounter,
     pub quic_data_streams: IntCounter,
     pub quic_stream_resets: IntCounter,
+    pub authorization_denied: IntCounterVec,
     pub historian_points_written: IntCounter,
     pub historian_points_replaced: IntCounter,
     pub historian_points_rejected: IntCounterVec,
@@ -142,6 +143,11 @@ impl Metrics {
                 "Connections closed for malformed or illegal packets, by reason code",
                 &["reason"],
             ),
+            authorization_denied: counter_vec(
+                "authorization_denied_total",
+                "Requests the certificate policy refused, by action and MQTT reason code",
+                &["action", "reason"],
+            ),
             historian_points_written: counter(
                 "historian_points_written_total",
                 "Points written to the historian (durable with the group commit)",
@@ -202,6 +208,7 @@ impl Metrics {
             Box::new(m.quic_retries.clone()),
             Box::new(m.quic_data_streams.clone()),
             Box::new(m.quic_stream_resets.clone()),
+            Box::new(m.authorization_denied.clone()),
             Box::new(m.historian_points_written.clone()),
             Box::new(m.historian_points_replaced.clone()),
             Box::new(m.historian_points_rejected.clone()),

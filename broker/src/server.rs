@@ -30,6 +30,7 @@ use crate::mqtt::packet::{Properties, Publish, QoS, ReasonCode};
 use crate::persist::{Store, StoreError};
 use crate::pki::DevPki;
 use crate::router::{Broker, RestoreSummary};
+use crate::security::PolicyStore;
 use crate::transport::quic;
 use crate::transport::tls::{self, TlsSetupError};
 use crate::transport::{ListenerKind, PeerIdentity};
@@ -55,6 +56,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("security policy: {0}")]
+    Policy(#[from] crate::security::PolicyLoadError),
     #[error("historian API: {0}")]
     HistorianApi(#[from] converge_historian::api::ApiError),
     #[error("cannot bind {what} on {addr}: {source}")]
@@ -140,6 +143,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         storage_config,
     )?;
     let mut broker = Broker::new(config.clone(), store, metrics.clone());
+    if let Some(path) = &config.security.policy_file {
+        let store = PolicyStore::load(path)?;
+        let p = store.current();
+        tracing::info!(path = %path.display(), zones = p.zones().len(), conduits = p.conduits().len(), profiles = p.profiles().len(), "certificate policy in force");
+        broker = broker.with_policy(store);
+    }
     let storage = broker.store.historian().cloned();
     if let Some(storage) = &storage {
         let rules = hist_cfg.compile_rules()?;

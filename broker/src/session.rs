@@ -15,6 +15,7 @@ use crate::mqtt::packet::{PacketId, ProtocolVersion, ReasonCode, SubscriptionOpt
 use crate::persist::record::{self, SessionRecord, StoredSubscription};
 use crate::persist::{Cf, Op};
 use crate::router::message::Delivery;
+use crate::security::SessionAuth;
 
 /// One subscription as the session remembers it (the trie holds the matching copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,9 @@ pub struct SessionState {
     /// client came back meanwhile.
     pub generation: u64,
     pub disconnected_at_ms: u64,
+    /// The policy's view of the client (zone, rights), when a policy is in force; deliveries
+    /// to the session are checked against it, also while it is offline.
+    pub auth: Option<Arc<SessionAuth>>,
 }
 
 pub type SharedSession = Arc<Mutex<SessionState>>;
@@ -76,6 +80,7 @@ impl SessionState {
             kick: None,
             generation: 0,
             disconnected_at_ms: 0,
+            auth: None,
         }
     }
 

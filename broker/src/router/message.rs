@@ -48,6 +48,9 @@ pub struct Message {
     pub publish: Publish,
     /// Client id of the publisher (no-local); None for the broker's own messages.
     pub publisher: Option<Arc<str>>,
+    /// The publisher's zone under the policy; None without a policy, for the broker's own
+    /// messages and for retained messages restored from disk (the topic's owner zone is used).
+    pub publisher_zone: Option<Arc<str>>,
     /// Absolute expiry, wall-clock ms; None when the message does not expire.
     pub expires_at_ms: Option<u64>,
     /// Encoded QoS 0 frames without subscription identifiers, alias or expiry rewrite:
@@ -68,6 +71,7 @@ impl Message {
         Message {
             publish,
             publisher,
+            publisher_zone: None,
             expires_at_ms,
             frames: Default::default(),
         }
@@ -77,6 +81,7 @@ impl Message {
         Message {
             publish,
             publisher: None,
+            publisher_zone: None,
             expires_at_ms: (expires_at_ms != 0).then_some(expires_at_ms),
             frames: Default::default(),
         }

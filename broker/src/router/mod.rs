@@ -28,6 +28,7 @@ use crate::mqtt::topic;
 use crate::persist::record::{self, DeliveryState, StoredDelivery, StoredRetained};
 use crate::persist::store::Row;
 use crate::persist::{Cf, Op, Store, StoreError};
+use crate::security::{PolicyLoadError, PolicyStore};
 use crate::session::{self, SessionState, SharedSession, Subscription};
 use message::{Clock, Delivery, Message};
 use trie::{SubEntry, SubscriptionTrie};
@@ -54,6 +55,8 @@ pub struct Broker {
     pub clock: Clock,
     /// Decodes historized topics; `None` when `[historian] enabled = false`.
     pub historian: Option<Arc<Historian>>,
+    /// The certificate policy, when `[security] policy_file` is set.
+    pub policy: Option<PolicyStore>,
 }
 
 /// What `Broker::connect` hands to the connection that now owns a session.
@@ -75,6 +78,14 @@ pub struct Routed {
     pub matched: bool,
 }
 
+/// What a policy reload did to the sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: usize,
+    pub disconnected: usize,
+    pub subscriptions_removed: usize,
+}
+
 /// A will message waiting for its delay.
 #[derive(Debug, Clone)]
 pub struct PendingWill {
@@ -94,7 +105,72 @@ impl Broker {
             started: std::time::Instant::now(),
             clock: Clock::default(),
             historian: None,
+            policy: None,
         }
+    }
+
+    /// Decides every CONNECT, PUBLISH, SUBSCRIBE and delivery with `policy`.
+    pub fn with_policy(mut self, policy: PolicyStore) -> Broker {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Compiles the policy file again and applies it to every session: a client the new policy
+    /// refuses is disconnected (0x87), subscriptions it no longer allows are removed, and the
+    /// others carry on with their new rights. A file that does not compile changes nothing.
+    pub fn reload_policy(&self) -> Result<ReloadSummary, PolicyLoadError> {
+        let Some(store) = &self.policy else {
+            return Ok(ReloadSummary::default());
+        };
+        let policy = store.reload()?;
+        let mut summary = ReloadSummary::default();
+        let mut persist = Vec::new();
+        let mut st = self.lock();
+        let st = &mut *st;
+        for session in st.sessions.values() {
+            let mut s = session::lock(session);
+            let Some(auth) = s.auth.clone() else { continue };
+            match auth.reresolve(policy.clone()) {
+                Ok(fresh) => {
+                    let refused: Vec<String> = s
+                        .subscriptions
+                        .iter()
+                        .filter(|(filter, sub)| {
+                            !fresh
+                                .check(&converge_security::Request::Subscribe {
+                                    filter,
+                                    qos: sub.options.qos as u8,
+                                    active_subscriptions: 0,
+                                })
+                                .is_allowed()
+                        })
+                        .map(|(f, _)| f.clone())
+                        .collect();
+                    for filter in &refused {
+                        s.subscriptions.remove(filter);
+                        remove_from_trie(&mut st.trie, filter, &s.client_id);
+                        tracing::info!(client_id = %s.client_id, %filter, "policy reload: subscription removed");
+                    }
+                    if !refused.is_empty() && s.persistent() {
+                        persist.push(s.record_op());
+                    }
+                    summary.subscriptions_removed += refused.len();
+                    s.auth = Some(Arc::new(fresh));
+                    summary.kept += 1;
+                }
+                Err(denied) => {
+                    tracing::info!(client_id = %s.client_id, why = %denied.why, "policy reload: client no longer allowed; disconnecting");
+                    s.auth = None;
+                    if let Some(kick) = s.kick.take() {
+                        let _ = kick.send(denied.reason);
+                    }
+                    summary.disconnected += 1;
+                }
+            }
+        }
+        self.metrics.subscriptions.set(st.trie.len() as i64);
+        self.store.submit_detached(persist);
+        Ok(summary)
     }
 
     /// Historizes what the historian's rules select.
@@ -491,6 +567,16 @@ impl Broker {
     /// Historized topics are decoded here, before the router lock, and their points join the
     /// returned writes, so they are durable before the PUBLISH is acknowledged.
     pub fn publish(&self, publish: Publish, publisher: Option<Arc<str>>) -> Routed {
+        self.publish_in(publish, publisher, None)
+    }
+
+    /// `publish` by a client in `zone` (under the policy): deliveries check the conduits from it.
+    pub fn publish_in(
+        &self,
+        publish: Publish,
+        publisher: Option<Arc<str>>,
+        zone: Option<Arc<str>>,
+    ) -> Routed {
         let now = self.clock.now_ms();
         let mut ops = Vec::new();
         let mut rebirth = None;
@@ -503,7 +589,9 @@ impl Broker {
                 rebirth = historized.rebirth;
             }
         }
-        let msg = Arc::new(Message::new(publish, publisher, now));
+        let mut msg = Message::new(publish, publisher, now);
+        msg.publisher_zone = zone;
+        let msg = Arc::new(msg);
         self.metrics.messages_received.inc();
         let matched = {
             let mut st = self.lock();

@@ -69,7 +69,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn load(&self) -> anyhow::Result<Config> {
+    pub fn load(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),

@@ -51,6 +51,12 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy file; every error is reported with its file:line:column.
     Check { file: PathBuf },
+    /// Make the running server load its policy file again (sends it SIGHUP): clients the new
+    /// policy refuses are disconnected, the others keep their connections.
+    Reload {
+        #[command(flatten)]
+        server: historian::ServerArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +88,9 @@ fn main() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?
                 .block_on(serve(config))
         }
+        Command::Policy {
+            command: PolicyCommand::Reload { server },
+        } => signal_reload(&server.load()?),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => match converge_security::check_file(&file) {
@@ -160,7 +169,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    wait_for_signal().await;
+    let pid_file = config.data_dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(path = %pid_file.display(), error = %e, "cannot write the pid file; `converge policy reload` will not find this server");
+    }
+    wait_for_signal(&running).await;
+    let _ = std::fs::remove_file(&pid_file);
     tracing::info!("shutting down");
     running
         .shutdown()
@@ -191,24 +205,65 @@ fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16, quic_port: O
     }
 }
 
-async fn wait_for_signal() {
+/// The running server's process id, in the data dir (`converge policy reload` reads it).
+const PID_FILE: &str = "converge.pid";
+
+/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the policy meanwhile.
+async fn wait_for_signal(running: &server::Running) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = hup.recv() => match running.broker.reload_policy() {
+                    Ok(r) => tracing::info!(kept = r.kept, disconnected = r.disconnected, subscriptions_removed = r.subscriptions_removed, "policy reloaded"),
+                    Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policy stays in force"),
+                },
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = running;
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `converge policy reload`: SIGHUP to the server whose pid file is in the data dir.
+fn signal_reload(config: &Config) -> anyhow::Result<()> {
+    let path = config.data_dir.join(PID_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no running server found ({} unreadable)", path.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a process id", path.display()))?;
+    if config.security.policy_file.is_none() {
+        anyhow::bail!("this configuration has no [security] policy_file: nothing to reload");
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: kill(2) with a pid read from our own pid file and a constant signal.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            anyhow::bail!(
+                "cannot signal process {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        println!("asked the server (pid {pid}) to reload its policy; its log says what changed");
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        anyhow::bail!("policy reload needs a Unix signal (pid {pid})")
     }
 }
