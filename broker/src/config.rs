@@ -48,6 +48,35 @@ pub struct Config {
     pub runtime: Runtime,
     pub historian: HistorianConfig,
     pub security: SecurityConfig,
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: the tamper-evident audit log (docs/SECURITY.md, "Audit log").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// Where the log, its checkpoints and its signing key live; default `<data_dir>/audit`.
+    pub dir: Option<PathBuf>,
+    /// Events waiting for the writer; past it events are dropped and counted (accepted
+    /// connections go to a small overflow list first). Audit writes never block MQTT.
+    pub queue_capacity: usize,
+    /// A signed checkpoint after this many records ...
+    pub checkpoint_every_records: u64,
+    /// ... or after this many seconds with new records, whichever comes first.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            dir: None,
+            queue_capacity: 4096,
+            checkpoint_every_records: 1000,
+            checkpoint_interval_secs: 60,
+        }
+    }
 }
 
 /// `[security]`: the certificate policy (zones, conduits, device profiles).
@@ -81,6 +110,7 @@ impl Default for Config {
             runtime: Runtime::default(),
             historian: HistorianConfig::default(),
             security: SecurityConfig::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -466,6 +496,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.audit.enabled && self.audit.queue_capacity == 0 {
+            return Err(invalid("audit.queue_capacity", "must be at least 1"));
+        }
+        if self.audit.enabled && self.audit.checkpoint_every_records == 0 {
+            return Err(invalid(
+                "audit.checkpoint_every_records",
+                "must be at least 1",
+            ));
+        }
         let h = &self.historian;
         h.compile_rules()?;
         if h.seal_threshold == 0 || h.seal_threshold > MAX_POINTS_PER_BLOCK / 2 {
@@ -516,6 +555,13 @@ impl Config {
 
     pub fn db_dir(&self) -> PathBuf {
         self.data_dir.join("db")
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.audit
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit"))
     }
 }
 

@@ -33,6 +33,7 @@ use crate::router::{self, Broker, PendingWill};
 use crate::security::SessionAuth;
 use crate::session::{self, SharedSession, Subscription};
 use crate::transport::{ListenerKind, PeerIdentity};
+use converge_security::audit::{Action, Event as AuditEvent, Outcome};
 use converge_security::{Quota, Request};
 
 /// Most QoS 1/2 messages moved from the queue to the socket per wake-up, so one busy session
@@ -222,10 +223,29 @@ pub async fn serve<L: Link>(
         .with_label_values(&["connect"])
         .inc();
     let version = connect.protocol;
+    if let Some(cn) = &peer.common_name {
+        broker.audit(
+            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
+                .actor(cn.as_str())
+                .source(remote)
+                .resource(listener.kind.name()),
+        );
+    }
+    let refused = |reason: ReasonCode, why: &str| {
+        broker.audit(
+            AuditEvent::new(Action::Connect, Outcome::Denied)
+                .actor(connect.client_id.as_str())
+                .source(remote)
+                .resource(listener.kind.name())
+                .reason(format!("0x{:02X}", reason.0))
+                .rule(why),
+        );
+    };
 
     let auth = match authorize_connect(&connect, &peer, &listener, &broker) {
         Ok(a) => a,
-        Err(reason) => {
+        Err((reason, why)) => {
+            refused(reason, &why);
             broker
                 .metrics
                 .connections_rejected
@@ -239,6 +259,7 @@ pub async fn serve<L: Link>(
     let accepted = match accept_connect(&connect, &peer, &listener, &broker, policy_id) {
         Ok(a) => a,
         Err(reason) => {
+            refused(reason, "listener rules");
             broker
                 .metrics
                 .connections_rejected
@@ -265,6 +286,16 @@ pub async fn serve<L: Link>(
         return;
     }
     broker.metrics.connections.inc();
+    let mut connected = AuditEvent::new(Action::Connect, Outcome::Success)
+        .actor(accepted.client_id.as_str())
+        .source(remote)
+        .resource(listener.kind.name());
+    if let Some(a) = &auth {
+        connected = connected
+            .zone(a.zone())
+            .rule(format!("profile {:?}", a.profile_name()));
+    }
+    broker.audit_critical(connected);
     tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
 
     let connack = accepted.connack(attached.session_present, &broker.config);
@@ -294,6 +325,7 @@ pub async fn serve<L: Link>(
         session_expiry: accepted.session_expiry,
         will: accepted.will,
         waker: attached.waker.clone(),
+        remote,
         quota: auth
             .as_ref()
             .map(|a| Quota::new(&a.subject, std::time::Instant::now())),
@@ -419,6 +451,18 @@ pub async fn serve<L: Link>(
     link.close(close_reason).await;
     let will = if publish_will { conn.will.take() } else { None };
     broker.metrics.connections.dec();
+    let mut ended = AuditEvent::new(Action::Disconnect, Outcome::Success)
+        .actor(&*conn.client_id)
+        .source(remote)
+        .reason(match &close {
+            Close::Reason(r, why) => format!("0x{:02X} {why}", r.0),
+            Close::ClientDisconnect { .. } => "client DISCONNECT".to_owned(),
+            Close::Network => "network closed".to_owned(),
+        });
+    if let Some(a) = &conn.auth {
+        ended = ended.zone(a.zone());
+    }
+    broker.audit(ended);
     broker.disconnected(&conn.session, conn.connection_id, will);
     if matches!(close, Close::Reason(..)) {
         // Half-close, then read and discard what the client still sends until it closes: a
@@ -543,7 +587,7 @@ fn authorize_connect(
     peer: &PeerIdentity,
     listener: &ListenerContext,
     broker: &Broker,
-) -> Result<Option<Arc<SessionAuth>>, ReasonCode> {
+) -> Result<Option<Arc<SessionAuth>>, (ReasonCode, String)> {
     let Some(store) = &broker.policy else {
         return Ok(None);
     };
@@ -554,7 +598,10 @@ fn authorize_connect(
     };
     let Some(leaf) = leaf else {
         tracing::info!(client_id = %c.client_id, "CONNECT refused: no client certificate for the policy");
-        return Err(ReasonCode::NOT_AUTHORIZED);
+        return Err((
+            ReasonCode::NOT_AUTHORIZED,
+            "no client certificate".to_owned(),
+        ));
     };
     match SessionAuth::connect(store.current(), leaf.as_ref(), &c.client_id, listener.kind) {
         Ok(auth) => {
@@ -567,7 +614,7 @@ fn authorize_connect(
         }
         Err(denied) => {
             tracing::info!(client_id = %c.client_id, reason = format!("0x{:02X}", denied.reason.0), why = %denied.why, "CONNECT refused by the policy");
-            Err(denied.reason)
+            Err((denied.reason, denied.why))
         }
     }
 }
@@ -724,6 +771,8 @@ struct Conn {
     auth: Option<Arc<SessionAuth>>,
     /// Per-device message and byte rates (token buckets), from the profile.
     quota: Option<Quota>,
+    /// For the audit log.
+    remote: SocketAddr,
 }
 
 impl Conn {
@@ -1015,7 +1064,22 @@ impl Conn {
             .messages_dropped
             .with_label_values(&["not_authorized"])
             .inc();
-        tracing::info!(topic = %p.topic, reason = format!("0x{:02X}", reason.0), rule = %auth.describe(&decision), "PUBLISH refused by the policy");
+        let rule = auth.describe(&decision);
+        tracing::info!(topic = %p.topic, reason = format!("0x{:02X}", reason.0), %rule, "PUBLISH refused by the policy");
+        let action = if reason == ReasonCode::QUOTA_EXCEEDED {
+            Action::QuotaExceeded
+        } else {
+            Action::PublishDenied
+        };
+        self.broker.audit(
+            AuditEvent::new(action, Outcome::Denied)
+                .actor(&*self.client_id)
+                .zone(auth.zone())
+                .source(self.remote)
+                .resource(p.topic.as_str())
+                .reason(format!("0x{:02X}", reason.0))
+                .rule(rule),
+        );
         Some(reason)
     }
 
@@ -1217,7 +1281,17 @@ impl Conn {
                             .authorization_denied
                             .with_label_values(&["subscribe", &format!("0x{:02X}", reason.0)])
                             .inc();
-                        tracing::info!(filter = %f.filter, reason = format!("0x{:02X}", reason.0), rule = %auth.describe(&d), "SUBSCRIBE refused by the policy");
+                        let rule = auth.describe(&d);
+                        tracing::info!(filter = %f.filter, reason = format!("0x{:02X}", reason.0), %rule, "SUBSCRIBE refused by the policy");
+                        self.broker.audit(
+                            AuditEvent::new(Action::SubscribeDenied, Outcome::Denied)
+                                .actor(&*self.client_id)
+                                .zone(auth.zone())
+                                .source(self.remote)
+                                .resource(f.filter.as_str())
+                                .reason(format!("0x{:02X}", reason.0))
+                                .rule(rule),
+                        );
                         reasons.push(self.refusal(reason));
                         continue;
                     }

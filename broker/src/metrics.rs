@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -37,6 +37,8 @@ pub struct Metrics {
     pub quic_data_streams: IntCounter,
     pub quic_stream_resets: IntCounter,
     pub authorization_denied: IntCounterVec,
+    /// The audit writer's totals (`AuditStats`), copied every few seconds.
+    pub audit: IntGaugeVec,
     pub historian_points_written: IntCounter,
     pub historian_points_replaced: IntCounter,
     pub historian_points_rejected: IntCounterVec,
@@ -143,6 +145,14 @@ impl Metrics {
                 "Connections closed for malformed or illegal packets, by reason code",
                 &["reason"],
             ),
+            audit: IntGaugeVec::new(
+                Opts::new(
+                    "audit_events",
+                    "Audit log totals since start: written, queued, dropped, critical_overflowed, critical_dropped, checkpoints, failed",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             authorization_denied: counter_vec(
                 "authorization_denied_total",
                 "Requests the certificate policy refused, by action and MQTT reason code",
@@ -209,6 +219,7 @@ impl Metrics {
             Box::new(m.quic_data_streams.clone()),
             Box::new(m.quic_stream_resets.clone()),
             Box::new(m.authorization_denied.clone()),
+            Box::new(m.audit.clone()),
             Box::new(m.historian_points_written.clone()),
             Box::new(m.historian_points_replaced.clone()),
             Box::new(m.historian_points_rejected.clone()),

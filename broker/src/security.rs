@@ -167,6 +167,14 @@ impl SessionAuth {
         self.subject.zone_name()
     }
 
+    /// The id of the profile that matched the certificate.
+    pub fn profile_name(&self) -> &str {
+        self.policy
+            .profiles()
+            .get(usize::from(self.subject.profile().index()))
+            .map_or("?", |p| p.id())
+    }
+
     pub fn check(&self, request: &Request<'_>) -> Decision {
         evaluate(&self.policy, &self.subject, request, SystemTime::now())
     }

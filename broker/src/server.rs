@@ -34,6 +34,7 @@ use crate::security::PolicyStore;
 use crate::transport::quic;
 use crate::transport::tls::{self, TlsSetupError};
 use crate::transport::{ListenerKind, PeerIdentity};
+use converge_security::audit::{Action, AuditConfig, AuditLog, Event as AuditEvent, Outcome};
 
 mod quic_accept;
 
@@ -56,6 +57,11 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("audit log {dir}: {source} (check it with `converge audit verify`; to start a new log, move the directory aside)")]
+    Audit {
+        dir: PathBuf,
+        source: converge_security::audit::AuditError,
+    },
     #[error("security policy: {0}")]
     Policy(#[from] crate::security::PolicyLoadError),
     #[error("historian API: {0}")]
@@ -143,6 +149,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         storage_config,
     )?;
     let mut broker = Broker::new(config.clone(), store, metrics.clone());
+    if config.audit.enabled {
+        let dir = config.audit_dir();
+        let mut ac = AuditConfig::new(&dir);
+        ac.queue_capacity = config.audit.queue_capacity;
+        ac.checkpoint_every_records = config.audit.checkpoint_every_records;
+        ac.checkpoint_interval = Duration::from_secs(config.audit.checkpoint_interval_secs);
+        let log = AuditLog::open(ac).map_err(|source| ServerError::Audit { dir, source })?;
+        log.record_critical(AuditEvent::new(Action::ServerStarted, Outcome::Success));
+        broker = broker.with_audit(log);
+    }
     if let Some(path) = &config.security.policy_file {
         let store = PolicyStore::load(path)?;
         let p = store.current();
@@ -266,6 +282,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             shutdown_rx.clone(),
         ));
     }
+    if let Some(audit) = broker.audit.clone() {
+        tasks.spawn(audit_metrics_loop(
+            audit,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     if config.mqtt.sys_interval_secs > 0 {
         tasks.spawn(sys_loop(
             broker.clone(),
@@ -308,6 +331,12 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
         self.broker.stop_timers().await;
         self.broker.store.barrier().await?;
+        if let Some(audit) = &self.broker.audit {
+            audit.record_critical(AuditEvent::new(Action::ServerStopped, Outcome::Success));
+            if let Err(e) = audit.shutdown() {
+                tracing::error!(error = %e, "audit log: final flush failed");
+            }
+        }
         // With every task gone the broker is ours alone: close the database now, so that the
         // same process may open it again (tests restart servers in-process).
         match Arc::try_unwrap(self.broker) {
@@ -406,20 +435,12 @@ async fn accept_loop(
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 let reason = tls::handshake_failure_reason(&e);
-                                broker
-                                    .metrics
-                                    .tls_handshake_failures
-                                    .with_label_values(&[reason])
-                                    .inc();
+                                broker.handshake_failed("tls", reason, remote);
                                 tracing::info!(reason, error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => {
-                                broker
-                                    .metrics
-                                    .tls_handshake_failures
-                                    .with_label_values(&["timeout"])
-                                    .inc();
+                                broker.handshake_failed("tls", "timeout", remote);
                                 tracing::info!("TLS handshake timed out");
                                 return;
                             }
@@ -517,6 +538,37 @@ async fn retention_loop(
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "historian retention failed"),
             Err(e) => tracing::warn!(error = %e, "historian retention task failed"),
+        }
+    }
+}
+
+/// Copies the audit writer's totals into metrics; a full queue shows up as `dropped` (and in
+/// the server's log, from the writer).
+async fn audit_metrics_loop(
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let s = audit.stats();
+        for (state, v) in [
+            ("written", s.written),
+            ("queued", s.queued),
+            ("dropped", s.dropped),
+            ("critical_overflowed", s.critical_overflowed),
+            ("critical_dropped", s.critical_dropped),
+            ("checkpoints", s.checkpoints),
+            ("failed", u64::from(s.failed)),
+        ] {
+            metrics
+                .audit
+                .with_label_values(&[state])
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
         }
     }
 }

@@ -231,7 +231,39 @@ async fn placeholders_keep_each_device_to_its_own_topics() {
     );
     assert_eq!(denied(&running, "publish"), 1);
     assert_eq!(denied(&running, "subscribe"), 1);
+    press.leave().await;
     running.shutdown().await.unwrap();
+
+    // The audit log holds the connection and both denials, with the rule that decided, and
+    // verifies as intact.
+    use converge_security::audit::{cli_verify, export, ExportFormat, ExportOptions};
+    let dir = plant.env.path("data").join("audit");
+    let report = cli_verify(&dir, None).unwrap();
+    assert!(report.contains("OK"), "{report}");
+    let mut out = Vec::new();
+    let options = ExportOptions::new(ExportFormat::Jsonl);
+    export(&dir, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |action: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("\"action\":\"{action}\"")))
+            .unwrap_or_else(|| panic!("no {action} in {text}"))
+            .to_string()
+    };
+    assert!(find("connect").contains("cell-a.press-01"));
+    assert!(find("connect").contains("\"zone\":\"cell-a\""));
+    let publish = find("publish_denied");
+    assert!(
+        publish.contains("plant1/cell-a/press-02/telemetry/t"),
+        "{publish}"
+    );
+    assert!(publish.contains("0x87"), "{publish}");
+    assert!(find("subscribe_denied").contains("plant1/cell-a/press-02/cmd/#"));
+    find("disconnect");
+    find("server_started");
+    find("server_stopped");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ use crate::persist::store::Row;
 use crate::persist::{Cf, Op, Store, StoreError};
 use crate::security::{PolicyLoadError, PolicyStore};
 use crate::session::{self, SessionState, SharedSession, Subscription};
+use converge_security::audit::{Action, AuditLog, Event, Outcome};
 use message::{Clock, Delivery, Message};
 use trie::{SubEntry, SubscriptionTrie};
 
@@ -57,6 +58,8 @@ pub struct Broker {
     pub historian: Option<Arc<Historian>>,
     /// The certificate policy, when `[security] policy_file` is set.
     pub policy: Option<PolicyStore>,
+    /// The tamper-evident audit log, when `[audit] enabled`.
+    pub audit: Option<AuditLog>,
 }
 
 /// What `Broker::connect` hands to the connection that now owns a session.
@@ -106,7 +109,42 @@ impl Broker {
             clock: Clock::default(),
             historian: None,
             policy: None,
+            audit: None,
         }
+    }
+
+    /// Records security events in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Broker {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Appends an event to the audit log (never blocks; see `converge_security::audit`).
+    pub fn audit(&self, event: Event) {
+        if let Some(a) = &self.audit {
+            a.record(event);
+        }
+    }
+
+    /// Appends an event that must not be lost silently (accepted connections).
+    pub fn audit_critical(&self, event: Event) {
+        if let Some(a) = &self.audit {
+            a.record_critical(event);
+        }
+    }
+
+    /// A failed TLS or QUIC handshake: counted by reason and audited.
+    pub fn handshake_failed(&self, transport: &str, reason: &str, remote: std::net::SocketAddr) {
+        self.metrics
+            .tls_handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+        self.audit(
+            Event::new(Action::HandshakeRejected, Outcome::Failure)
+                .source(remote)
+                .resource(transport)
+                .reason(reason),
+        );
     }
 
     /// Decides every CONNECT, PUBLISH, SUBSCRIBE and delivery with `policy`.
@@ -122,7 +160,17 @@ impl Broker {
         let Some(store) = &self.policy else {
             return Ok(ReloadSummary::default());
         };
-        let policy = store.reload()?;
+        let policy = match store.reload() {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit(
+                    Event::new(Action::PolicyReload, Outcome::Failure)
+                        .resource(store.path().display().to_string())
+                        .reason(e.to_string()),
+                );
+                return Err(e);
+            }
+        };
         let mut summary = ReloadSummary::default();
         let mut persist = Vec::new();
         let mut st = self.lock();
@@ -170,6 +218,17 @@ impl Broker {
         }
         self.metrics.subscriptions.set(st.trie.len() as i64);
         self.store.submit_detached(persist);
+        self.audit(
+            Event::new(Action::PolicyReload, Outcome::Success)
+                .resource(store.path().display().to_string())
+                .reason(format!(
+                    "generation {}: {} sessions kept, {} disconnected, {} subscriptions removed",
+                    policy.generation(),
+                    summary.kept,
+                    summary.disconnected,
+                    summary.subscriptions_removed
+                )),
+        );
         Ok(summary)
     }
 

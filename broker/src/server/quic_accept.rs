@@ -115,20 +115,12 @@ pub(super) async fn run(
                     Ok(Ok(conn)) => conn,
                     Ok(Err(e)) => {
                         let reason = quic::handshake_failure_reason(&e);
-                        broker
-                            .metrics
-                            .tls_handshake_failures
-                            .with_label_values(&[reason])
-                            .inc();
+                        broker.handshake_failed("quic", reason, remote);
                         tracing::info!(reason, error = %e, "QUIC handshake failed");
                         return;
                     }
                     Err(_) => {
-                        broker
-                            .metrics
-                            .tls_handshake_failures
-                            .with_label_values(&["timeout"])
-                            .inc();
+                        broker.handshake_failed("quic", "timeout", remote);
                         tracing::info!("QUIC handshake timed out");
                         return;
                     }
