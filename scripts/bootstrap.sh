@@ -4,7 +4,8 @@
 set -euo pipefail
 
 missing=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# Only libclang itself counts: libclang-cpp.so (pulled in by other packages) does not satisfy clang-sys.
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
   missing+=(libclang-dev)
 fi
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
