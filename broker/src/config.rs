@@ -168,6 +168,18 @@ pub struct TlsListener {
     pub cert_file: Option<PathBuf>,
     /// PEM private key of the server certificate.
     pub key_file: Option<PathBuf>,
+    /// CRLs (PEM, one or more, or one DER CRL) checked on every handshake, TLS and QUIC. Empty:
+    /// the development PKI's `crl.pem` when the development CA is in use, else no CRL.
+    pub crl_file: Option<PathBuf>,
+    /// How often the CRL file is checked for changes (seconds); a change applies to new
+    /// handshakes and closes live sessions of newly revoked certificates.
+    pub crl_check_interval_secs: u64,
+    /// Refuse every certificate once a CRL is past its nextUpdate.
+    pub crl_enforce_next_update: bool,
+    /// Certificates in a client's chain, its own included; longer chains are refused unparsed.
+    pub max_chain_depth: usize,
+    /// Total bytes of a client's chain; larger chains are refused unparsed.
+    pub max_chain_bytes: usize,
     /// The client identifier must equal the certificate's Common Name (CONNACK 0x85 otherwise).
     pub require_client_id_match: bool,
     /// Subscriptions to these filters are refused (SUBACK 0x80/0x87) on this listener.
@@ -182,6 +194,11 @@ impl Default for TlsListener {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            crl_file: None,
+            crl_check_interval_secs: 2,
+            crl_enforce_next_update: false,
+            max_chain_depth: 4,
+            max_chain_bytes: 16 * 1024,
             require_client_id_match: true,
             deny_subscribe: Vec::new(),
         }
@@ -529,6 +546,24 @@ impl Config {
             ));
         }
         let tls = &self.listeners.tls;
+        if tls.crl_check_interval_secs == 0 {
+            return Err(invalid(
+                "listeners.tls.crl_check_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if tls.max_chain_depth == 0 || tls.max_chain_depth > 16 {
+            return Err(invalid(
+                "listeners.tls.max_chain_depth",
+                "must be between 1 and 16",
+            ));
+        }
+        if !(512..=65_536).contains(&tls.max_chain_bytes) {
+            return Err(invalid(
+                "listeners.tls.max_chain_bytes",
+                "must be between 512 and 65536",
+            ));
+        }
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(invalid(
                 "listeners.tls.cert_file",

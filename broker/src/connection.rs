@@ -270,6 +270,19 @@ pub async fn serve<L: Link>(
             return;
         }
     };
+    if let (Some(auth), Some(will)) = (&auth, &accepted.will) {
+        if let Err((reason, why)) = authorize_will(auth, &will.publish) {
+            refused(reason, &why);
+            broker
+                .metrics
+                .connections_rejected
+                .with_label_values(&[&format!("0x{:02X}", reason.0)])
+                .inc();
+            tracing::info!(client_id = %connect.client_id, topic = %will.publish.topic, reason = format!("0x{:02X}", reason.0), %why, "CONNECT refused: the will is not allowed");
+            reject_connect(&mut link, &broker, version, reason).await;
+            return;
+        }
+    }
     tracing::Span::current().record("client_id", accepted.client_id.as_str());
 
     let attached = broker.connect(
@@ -278,7 +291,24 @@ pub async fn serve<L: Link>(
         connect.clean_start,
         accepted.session_expiry,
     );
-    session::lock(&attached.session).auth = auth.clone();
+    {
+        let mut s = session::lock(&attached.session);
+        s.auth = auth.clone();
+        s.cert = peer.leaf.clone();
+    }
+    // After recording the certificate in the session: a CRL reload that scanned the sessions
+    // before this line is seen here (router::revocation).
+    if peer
+        .leaf
+        .as_ref()
+        .is_some_and(|leaf| broker.is_revoked(leaf))
+    {
+        tracing::info!("certificate revoked while connecting; refusing");
+        refused(ReasonCode::NOT_AUTHORIZED, "certificate revoked");
+        reject_connect(&mut link, &broker, version, ReasonCode::NOT_AUTHORIZED).await;
+        broker.disconnected(&attached.session, attached.connection_id, None);
+        return;
+    }
     if let Err(e) = broker.store.submit(attached.ops).wait().await {
         tracing::error!(error = %e, "cannot persist session; refusing connection");
         reject_connect(&mut link, &broker, version, ReasonCode::SERVER_UNAVAILABLE).await;
@@ -298,7 +328,7 @@ pub async fn serve<L: Link>(
     broker.audit_critical(connected);
     tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
 
-    let connack = accepted.connack(attached.session_present, &broker.config);
+    let connack = accepted.connack(attached.session_present, &broker.config, auth.as_deref());
     let mut conn = Conn {
         broker: broker.clone(),
         listener,
@@ -555,14 +585,25 @@ struct Accepted {
 
 impl Accepted {
     /// The CONNACK: what this connection negotiated plus what the server announces.
-    fn connack(&self, session_present: bool, cfg: &crate::config::Config) -> ConnAck {
+    /// With a policy, the device profile's Maximum QoS and Retain Available are announced too
+    /// (MQTT-3.2.2-9/-12: the client must then not exceed them).
+    fn connack(
+        &self,
+        session_present: bool,
+        cfg: &crate::config::Config,
+        auth: Option<&SessionAuth>,
+    ) -> ConnAck {
         let mut properties = Properties::default();
         if self.version == ProtocolVersion::V5 {
             properties.receive_maximum = Some(cfg.limits.receive_maximum);
             properties.topic_alias_maximum = Some(cfg.limits.topic_alias_maximum);
             properties.maximum_packet_size = Some(cfg.limits.max_packet_size);
-            if !cfg.mqtt.retain_available {
+            let limits = auth.map(|a| a.subject.rights().limits());
+            if !cfg.mqtt.retain_available || limits.is_some_and(|l| !l.retain()) {
                 properties.retain_available = Some(0);
+            }
+            if let Some(q) = limits.map(|l| l.max_qos()).filter(|q| *q < 2) {
+                properties.maximum_qos = Some(q);
             }
             if self.assigned_id {
                 properties.assigned_client_identifier = Some(self.client_id.clone());
@@ -617,6 +658,22 @@ fn authorize_connect(
             Err((denied.reason, denied.why))
         }
     }
+}
+
+/// A will is a PUBLISH the client makes in advance: the policy decides it at CONNECT like any
+/// other (rights, zone, QoS, retain, size), so a device cannot leave a message on a topic it
+/// may not publish to. It is checked again when it goes out (`Broker::publish_will`).
+fn authorize_will(auth: &SessionAuth, will: &Publish) -> Result<(), (ReasonCode, String)> {
+    let decision = auth.check(&Request::Publish {
+        topic: &will.topic,
+        qos: will.qos as u8,
+        retain: will.retain,
+        payload_len: will.payload.len(),
+    });
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    Err((ReasonCode(decision.reason_code()), auth.describe(&decision)))
 }
 
 /// Applies the listener's identity rules and the limits to a CONNECT.
@@ -683,6 +740,10 @@ fn accept_connect(
             }
             if w.retain && !cfg.mqtt.retain_available {
                 return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+            // `$`-topics are the server's, for a will as for a PUBLISH.
+            if w.topic.starts_with('$') {
+                return Err(ReasonCode::NOT_AUTHORIZED);
             }
             let mut properties = w.properties.clone();
             let delay_secs = properties.will_delay_interval.take().unwrap_or(0);
@@ -951,7 +1012,15 @@ impl Conn {
         } else {
             self.authorize_publish(&p)
         };
-        let zone = self.auth.as_ref().map(|a| Arc::<str>::from(a.zone()));
+        if let Some(reason) = refused.filter(|r| !allowed_in_puback(*r)) {
+            // MQTT-3.2.2-11 / -14 and 3.3.2: above the announced Maximum QoS, retain where it
+            // is not available, a payload over the profile's limit: these reason codes exist
+            // only for DISCONNECT. A 3.1.1 client is told nothing, as for every refusal.
+            if self.version == ProtocolVersion::V5 {
+                return Err(Close::Reason(reason, "publish refused by the policy"));
+            }
+        }
+        let zone = self.auth.as_ref().map(|a| a.shared_zone());
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
                 if refused.is_some() {
@@ -1659,6 +1728,14 @@ impl Conn {
         }
         Some(p)
     }
+}
+
+/// Reason codes a PUBACK or PUBREC may carry (MQTT 5, 3.4.2.1 and 3.5.2.1).
+fn allowed_in_puback(r: ReasonCode) -> bool {
+    matches!(
+        r.0,
+        0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+    )
 }
 
 fn matched_reason(matched: bool) -> ReasonCode {

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub persist_write_seconds: Histogram,
     pub persist_batch_ops: Histogram,
     pub tls_handshake_failures: IntCounterVec,
+    pub crl_reloads: IntCounterVec,
+    pub revoked_connections_closed: IntCounter,
     pub protocol_errors: IntCounterVec,
     pub quic_migrations: IntCounter,
     pub quic_retries: IntCounter,
@@ -124,6 +126,15 @@ impl Metrics {
                 "Failed TLS handshakes by reason",
                 &["reason"],
             ),
+            crl_reloads: counter_vec(
+                "crl_reloads_total",
+                "Changed CRL files read, by outcome (a failure keeps the previous CRLs)",
+                &["outcome"],
+            ),
+            revoked_connections_closed: counter(
+                "revoked_connections_closed_total",
+                "Live connections closed because a new CRL revoked their certificate",
+            ),
             quic_migrations: counter(
                 "quic_migrations_total",
                 "QUIC connections that continued from a new client address",
@@ -213,6 +224,8 @@ impl Metrics {
             Box::new(m.persist_write_seconds.clone()),
             Box::new(m.persist_batch_ops.clone()),
             Box::new(m.tls_handshake_failures.clone()),
+            Box::new(m.crl_reloads.clone()),
+            Box::new(m.revoked_connections_closed.clone()),
             Box::new(m.protocol_errors.clone()),
             Box::new(m.quic_migrations.clone()),
             Box::new(m.quic_retries.clone()),

@@ -89,6 +89,8 @@ pub struct SessionAuth {
     pub cert: CertAttributes,
     pub client_id: Arc<str>,
     pub listener: ListenerKind,
+    /// The subject's zone, shared with every message it publishes (no allocation per PUBLISH).
+    zone: Arc<str>,
 }
 
 /// Why a CONNECT is refused by the policy.
@@ -155,6 +157,7 @@ impl SessionAuth {
             });
         }
         Ok(SessionAuth {
+            zone: Arc::from(subject.zone_name()),
             policy,
             subject,
             cert,
@@ -164,7 +167,12 @@ impl SessionAuth {
     }
 
     pub fn zone(&self) -> &str {
-        self.subject.zone_name()
+        &self.zone
+    }
+
+    /// The zone as the router attaches it to a published message.
+    pub fn shared_zone(&self) -> Arc<str> {
+        self.zone.clone()
     }
 
     /// The id of the profile that matched the certificate.

@@ -33,8 +33,10 @@ use crate::router::{Broker, RestoreSummary};
 use crate::security::PolicyStore;
 use crate::transport::quic;
 use crate::transport::tls::{self, TlsSetupError};
+use crate::transport::verify::{ClientVerifier, CrlSettings};
 use crate::transport::{ListenerKind, PeerIdentity};
 use converge_security::audit::{Action, AuditConfig, AuditLog, Event as AuditEvent, Outcome};
+use converge_security::certs::ChainLimits;
 
 mod quic_accept;
 
@@ -105,33 +107,57 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let quic_cfg = &config.listeners.quic;
     let mut dev_pki = None;
     let mut quic_server = None;
+    let mut verifier = None;
     let acceptor = if tls_cfg.enabled || quic_cfg.enabled {
-        let (ca, cert, key) = match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
-            (Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone()),
-            (ca, cert, key) => {
-                let (pki, created) = DevPki::ensure(&config.pki_dir())?;
-                let paths = (
-                    ca.clone().unwrap_or_else(|| pki.ca_cert.clone()),
-                    cert.clone().unwrap_or_else(|| pki.server_cert.clone()),
-                    key.clone().unwrap_or_else(|| pki.server_key.clone()),
-                );
-                dev_pki = Some((pki, created));
-                paths
-            }
+        let (ca, cert, key, dev_crl) =
+            match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
+                (Some(ca), Some(cert), Some(key)) => (ca.clone(), cert.clone(), key.clone(), None),
+                (ca, cert, key) => {
+                    let (pki, created) = DevPki::ensure(&config.pki_dir())?;
+                    // The development CA's CRL applies only when that CA is the one trusted.
+                    let dev_crl =
+                        Some(pki.dir.join("crl.pem")).filter(|p| ca.is_none() && p.exists());
+                    let paths = (
+                        ca.clone().unwrap_or_else(|| pki.ca_cert.clone()),
+                        cert.clone().unwrap_or_else(|| pki.server_cert.clone()),
+                        key.clone().unwrap_or_else(|| pki.server_key.clone()),
+                        dev_crl,
+                    );
+                    dev_pki = Some((pki, created));
+                    paths
+                }
+            };
+        let crl = tls_cfg
+            .crl_file
+            .clone()
+            .or(dev_crl)
+            .map(|path| CrlSettings {
+                path,
+                enforce_next_update: tls_cfg.crl_enforce_next_update,
+            });
+        let limits = ChainLimits {
+            max_depth: tls_cfg.max_chain_depth,
+            max_bytes: tls_cfg.max_chain_bytes,
         };
+        let v = Arc::new(ClientVerifier::new(&ca, crl, limits, tls::provider())?);
+        if let Some(path) = v.crl_path() {
+            tracing::info!(path = %path.display(), "client certificates checked against the CRL");
+        }
         if quic_cfg.enabled {
             quic_server = Some(quic::server_config(
-                &ca,
+                v.clone(),
                 &cert,
                 &key,
                 quic_cfg.max_streams_per_connection,
                 config.mqtt.max_keep_alive_secs,
             )?);
         }
-        tls_cfg
+        let acceptor = tls_cfg
             .enabled
-            .then(|| tls::server_config(&ca, &cert, &key).map(TlsAcceptor::from))
-            .transpose()?
+            .then(|| tls::server_config(v.clone(), &cert, &key).map(TlsAcceptor::from))
+            .transpose()?;
+        verifier = Some(v);
+        acceptor
     } else {
         None
     };
@@ -149,6 +175,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         storage_config,
     )?;
     let mut broker = Broker::new(config.clone(), store, metrics.clone());
+    if let Some(v) = verifier {
+        broker = broker.with_verifier(v);
+    }
     if config.audit.enabled {
         let dir = config.audit_dir();
         let mut ac = AuditConfig::new(&dir);
@@ -279,6 +308,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             storage,
             metrics.clone(),
             Duration::from_secs(hist_cfg.retention_interval_secs),
+            shutdown_rx.clone(),
+        ));
+    }
+    if broker.config.listeners.tls.enabled || broker.config.listeners.quic.enabled {
+        tasks.spawn(crl_loop(
+            broker.clone(),
+            Duration::from_secs(config.listeners.tls.crl_check_interval_secs),
             shutdown_rx.clone(),
         ));
     }
@@ -463,6 +499,35 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Checks the CRL file for changes; a change closes the live connections it revokes.
+async fn crl_loop(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        // Reading and parsing a large CRL is blocking work.
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.reload_crl()).await {
+            Ok(Ok(Some(r))) => {
+                tracing::info!(
+                    crls = r.crls,
+                    revoked = r.revoked,
+                    closed = r.closed,
+                    "CRL reloaded"
+                )
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force")
+            }
+            Err(e) => tracing::error!(error = %e, "CRL reload task failed"),
+        }
     }
 }
 

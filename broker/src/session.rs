@@ -16,6 +16,7 @@ use crate::persist::record::{self, SessionRecord, StoredSubscription};
 use crate::persist::{Cf, Op};
 use crate::router::message::Delivery;
 use crate::security::SessionAuth;
+use crate::transport::verify::LeafId;
 
 /// One subscription as the session remembers it (the trie holds the matching copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct SessionState {
     /// The policy's view of the client (zone, rights), when a policy is in force; deliveries
     /// to the session are checked against it, also while it is offline.
     pub auth: Option<Arc<SessionAuth>>,
+    /// Issuer and serial of the owning connection's certificate: a new CRL that lists it
+    /// closes the connection (`Broker::reload_crl`).
+    pub cert: Option<LeafId>,
 }
 
 pub type SharedSession = Arc<Mutex<SessionState>>;
@@ -81,6 +85,7 @@ impl SessionState {
             generation: 0,
             disconnected_at_ms: 0,
             auth: None,
+            cert: None,
         }
     }
 

@@ -440,3 +440,64 @@ async fn with_a_policy_the_plain_listener_has_no_identity() {
     assert!(e.contains("NotAuthorized"), "{e}");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn wills_and_announced_limits_follow_the_profile() {
+    use rumqttc::v5::mqttbytes::v5::LastWill;
+    let plant = Plant::new();
+    let running = plant.env.start_with(|c| plant.config(c)).await;
+    let addr = running.tls_addr.unwrap();
+    let connect_with_will = |topic: &str, qos: QoS| {
+        let cert = plant.cell_device("press-01", "cell-a", "press-01");
+        let mut o = plant.env.v5_as("cell-a.press-01", &cert, addr);
+        o.set_last_will(LastWill::new(topic, "gone", qos, false, None));
+        Client5::connect(o)
+    };
+
+    // A will is a publish made in advance: on another device's topic it is refused at CONNECT,
+    // and so is a will above the profile's maximum QoS.
+    let err = connect_with_will("plant1/cell-a/press-02/telemetry/lwt", QoS::AtLeastOnce)
+        .await
+        .err()
+        .expect("foreign will refused");
+    assert!(err.contains("NotAuthorized"), "{err}");
+    let err = connect_with_will("plant1/cell-a/press-01/telemetry/lwt", QoS::ExactlyOnce)
+        .await
+        .err()
+        .expect("QoS 2 will refused");
+    assert!(err.contains("QoSNotSupported"), "{err}");
+
+    // An allowed will goes out in the device's zone, so it reaches SCADA through the conduit.
+    let mut scada = Client5::connect(plant.env.v5("scada-01", addr))
+        .await
+        .unwrap();
+    scada
+        .subscribe("plant1/+/+/telemetry/#", QoS::AtLeastOnce)
+        .await;
+    let mut device = connect_with_will("plant1/cell-a/press-01/telemetry/lwt", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // The profile's limits are announced (MQTT-3.2.2-9, -12): QoS 1 at most, no retain.
+    let props = device.connack.properties.clone().unwrap();
+    assert_eq!(props.max_qos, Some(1));
+    assert_eq!(props.retain_available, Some(0));
+    // Above the announced maximum QoS: DISCONNECT 0x9B, a reason PUBACK cannot carry.
+    device
+        .client
+        .publish(
+            "plant1/cell-a/press-01/telemetry/t",
+            QoS::ExactlyOnce,
+            false,
+            "x",
+        )
+        .await
+        .unwrap();
+    let (_, error) = device.closed().await;
+    assert!(error.contains("QoSNotSupported"), "{error}");
+    // A server-initiated close is abnormal: the will is published.
+    let will = scada.publish_packet().await;
+    assert_eq!(&will.topic[..], b"plant1/cell-a/press-01/telemetry/lwt");
+    assert_eq!(&will.payload[..], b"gone");
+    drop(scada);
+    running.shutdown().await.unwrap();
+}

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{Client4, Client5, Env, TestCa};
-use rcgen::ExtendedKeyUsagePurpose;
+use rcgen::{
+    BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+    KeyUsagePurpose, NameConstraints,
+};
 use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 
 #[tokio::test]
@@ -58,6 +61,121 @@ async fn server_auth_only_certificate_is_refused() {
         .ca
         .leaf("press-01", ExtendedKeyUsagePurpose::ServerAuth, (-1, 30));
     refused_in_handshake(&env, wrong_eku, "cert_wrong_purpose").await;
+}
+
+#[tokio::test]
+async fn not_yet_valid_certificate_is_refused() {
+    let env = Env::new();
+    let early = env
+        .ca
+        .leaf("press-01", ExtendedKeyUsagePurpose::ClientAuth, (1, 30));
+    refused_in_handshake(&env, early, "cert_not_yet_valid").await;
+}
+
+// RFC 5280 end-entity rules (converge_security::certs::end_entity), each through a real
+// handshake: the client's certificate is signed by the trusted CA and otherwise valid.
+
+#[tokio::test]
+async fn leaf_that_is_a_ca_is_refused() {
+    let env = Env::new();
+    let ca_leaf = env.ca.device_with("press-01", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    });
+    refused_in_handshake(&env, ca_leaf, "cert_leaf_is_ca").await;
+}
+
+#[tokio::test]
+async fn leaf_allowed_to_sign_certificates_is_refused() {
+    let env = Env::new();
+    let signer = env.ca.device_with("press-01", |p| {
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ];
+    });
+    refused_in_handshake(&env, signer, "cert_leaf_ca_key_usage").await;
+}
+
+#[tokio::test]
+async fn version_1_leaf_is_refused() {
+    let env = Env::new();
+    refused_in_handshake(&env, env.ca.v1_device("press-01"), "cert_not_v3").await;
+}
+
+#[tokio::test]
+async fn leaf_with_name_constraints_is_refused() {
+    let env = Env::new();
+    let constrained = env.ca.device_with("press-01", |p| {
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DnsName("plant.example".into())],
+            excluded_subtrees: vec![],
+        });
+    });
+    refused_in_handshake(&env, constrained, "cert_leaf_name_constraints").await;
+}
+
+#[tokio::test]
+async fn leaf_with_a_malformed_san_or_name_constraints_is_refused() {
+    let env = Env::new();
+    // A SAN whose one GeneralName claims 5 bytes and has 1; then Name Constraints that are
+    // not even a SEQUENCE.
+    for (oid, content) in [
+        (&[2u64, 5, 29, 17][..], vec![0x30, 0x03, 0x82, 0x05, 0x61]),
+        (&[2u64, 5, 29, 30][..], vec![0x04, 0x01, 0x00]),
+    ] {
+        let bad = env.ca.device_with("press-01", |p| {
+            p.custom_extensions = vec![CustomExtension::from_oid_content(oid, content)];
+        });
+        refused_in_handshake(&env, bad, "cert_malformed_extension").await;
+    }
+}
+
+#[tokio::test]
+async fn leaf_with_an_empty_san_is_refused() {
+    let env = Env::new();
+    let empty = env.ca.device_with("press-01", |p| {
+        p.custom_extensions = vec![CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            vec![0x30, 0x00],
+        )];
+    });
+    refused_in_handshake(&env, empty, "cert_no_name").await;
+}
+
+#[tokio::test]
+async fn chains_too_deep_or_too_large_are_refused_unparsed() {
+    let env = Env::new();
+    // Four copies of the CA after a good device certificate: five certificates, one over the
+    // default depth of four. Their content does not matter: only their count is looked at.
+    let (cert, key) = env.ca.device("press-01");
+    let deep = (format!("{cert}{}", env.ca.cert_pem.repeat(4)), key.clone());
+    refused_in_handshake(&env, deep, "chain_too_deep").await;
+    // A certificate of about 20 KB (a bulky custom extension), over the default 16 KiB.
+    let bulky = env.ca.device_with("press-01", |p| {
+        p.custom_extensions = vec![CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 55555, 1],
+            [&[0x04, 0x82, 0x4e, 0x20][..], &[0xab; 20_000]].concat(),
+        )];
+    });
+    refused_in_handshake(&env, bulky, "chain_too_large").await;
+}
+
+#[tokio::test]
+async fn rejections_are_in_the_audit_log_with_their_reason() {
+    let env = Env::new();
+    let ca_leaf = env.ca.device_with("press-01", |p| {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    });
+    let data = env.config().data_dir;
+    refused_in_handshake(&env, ca_leaf, "cert_leaf_is_ca").await;
+    // Shutdown flushed the log.
+    let log = std::fs::read_to_string(data.join("audit").join("audit.jsonl")).unwrap();
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"handshake_rejected\""))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{log}");
+    assert!(rejected[0].contains("cert_leaf_is_ca"), "{}", rejected[0]);
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 //! committed by the caller, who acknowledges the PUBLISH only when they are durable.
 
 pub mod message;
+mod revocation;
 pub mod trie;
+
+pub use revocation::RevocationSummary;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +33,7 @@ use crate::persist::store::Row;
 use crate::persist::{Cf, Op, Store, StoreError};
 use crate::security::{PolicyLoadError, PolicyStore};
 use crate::session::{self, SessionState, SharedSession, Subscription};
+use crate::transport::verify::ClientVerifier;
 use converge_security::audit::{Action, AuditLog, Event, Outcome};
 use message::{Clock, Delivery, Message};
 use trie::{SubEntry, SubscriptionTrie};
@@ -60,6 +64,8 @@ pub struct Broker {
     pub policy: Option<PolicyStore>,
     /// The tamper-evident audit log, when `[audit] enabled`.
     pub audit: Option<AuditLog>,
+    /// The client-certificate verifier of the TLS and QUIC listeners (CRLs in force).
+    verifier: Option<Arc<ClientVerifier>>,
 }
 
 /// What `Broker::connect` hands to the connection that now owns a session.
@@ -110,6 +116,7 @@ impl Broker {
             historian: None,
             policy: None,
             audit: None,
+            verifier: None,
         }
     }
 
@@ -596,7 +603,7 @@ impl Broker {
         taken_over: bool,
     ) {
         if delay_secs == 0 {
-            self.publish_will(will);
+            self.publish_will(&session, will);
             return;
         }
         if taken_over {
@@ -610,13 +617,50 @@ impl Broker {
                 s.generation != generation || s.owner.is_some()
             };
             if !back {
-                broker.publish_will(will);
+                broker.publish_will(&session, will);
             }
         });
     }
 
-    fn publish_will(&self, will: Publish) {
-        let routed = self.publish(will, None);
+    /// Publishes a will in its client's zone. Under a policy it is decided again now: a reload
+    /// since CONNECT may have taken the right away, or refused the client altogether.
+    fn publish_will(&self, session: &SharedSession, will: Publish) {
+        let mut zone = None;
+        if self.policy.is_some() {
+            let (auth, client_id) = {
+                let s = session::lock(session);
+                (s.auth.clone(), s.client_id.clone())
+            };
+            let Some(auth) = auth else {
+                tracing::info!(%client_id, topic = %will.topic, "will dropped: the policy no longer admits its client");
+                return;
+            };
+            let decision = auth.check(&converge_security::Request::Publish {
+                topic: &will.topic,
+                qos: will.qos as u8,
+                retain: will.retain,
+                payload_len: will.payload.len(),
+            });
+            if !decision.is_allowed() {
+                let reason = format!("0x{:02X}", decision.reason_code());
+                self.metrics
+                    .authorization_denied
+                    .with_label_values(&["will", &reason])
+                    .inc();
+                tracing::info!(%client_id, topic = %will.topic, %reason, "will dropped by the policy");
+                self.audit(
+                    Event::new(Action::PublishDenied, Outcome::Denied)
+                        .actor(&*client_id)
+                        .zone(auth.zone())
+                        .resource(will.topic.as_str())
+                        .reason(reason)
+                        .rule(auth.describe(&decision)),
+                );
+                return;
+            }
+            zone = Some(auth.shared_zone());
+        }
+        let routed = self.publish_in(will, None, zone);
         // Nobody waits for a will's acknowledgement, but its copies are still persisted.
         self.store.submit_detached(routed.ops);
     }

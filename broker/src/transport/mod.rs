@@ -3,6 +3,7 @@
 
 pub mod quic;
 pub mod tls;
+pub mod verify;
 
 pub use tls::PeerIdentity;
 

@@ -19,11 +19,14 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use converge_security::certs::EndEntityError;
+
 use crate::connection::{Link, Route};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::reader::peek_varint;
 use crate::mqtt::packet::ReasonCode;
 use crate::transport::tls::{self, TlsSetupError};
+use crate::transport::verify::ClientVerifier;
 use crate::transport::PeerIdentity;
 
 /// The ALPN protocol id EMQX and its clients (NanoSDK, emqtt) use for MQTT over QUIC.
@@ -45,13 +48,13 @@ const CLOSE_NORMAL: u32 = 0;
 /// keep-alive a client may get, so that the MQTT keep-alive check (DISCONNECT 0x8D) always
 /// comes first and QUIC's idle timeout is only the backstop for a silent peer.
 pub fn server_config(
-    ca_file: &std::path::Path,
+    verifier: Arc<ClientVerifier>,
     cert_file: &std::path::Path,
     key_file: &std::path::Path,
     max_streams: u32,
     max_keep_alive_secs: u16,
 ) -> Result<quinn::ServerConfig, TlsSetupError> {
-    let mut tls = tls::mutual_tls(ca_file, cert_file, key_file, &[&rustls::version::TLS13])?;
+    let mut tls = tls::mutual_tls(verifier, cert_file, key_file, &[&rustls::version::TLS13])?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| TlsSetupError::Verifier(format!("QUIC TLS configuration: {e}")))?;
@@ -104,6 +107,13 @@ pub fn handshake_failure_reason(err: &quinn::ConnectionError) -> &'static str {
     }
     // rustls prints some certificate errors as prose and others by variant name.
     let text = err.to_string().to_lowercase();
+    // Our own refusals (transport::verify) start their text with their label.
+    if let Some(label) = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find_map(|word| EndEntityError::LABELS.iter().find(|l| **l == word))
+    {
+        return label;
+    }
     let has = |any: &[&str]| any.iter().any(|s| text.contains(s));
     if has(&["expired"]) {
         "cert_expired"
@@ -111,6 +121,10 @@ pub fn handshake_failure_reason(err: &quinn::ConnectionError) -> &'static str {
         "cert_not_yet_valid"
     } else if has(&["unknownissuer", "unknown issuer"]) {
         "cert_unknown_issuer"
+    } else if has(&["unknownrevocationstatus", "unknown revocation status"]) {
+        "cert_revocation_unknown"
+    } else if has(&["expiredrevocationlist", "revocation list"]) {
+        "crl_expired"
     } else if has(&["revoked"]) {
         "cert_revoked"
     } else if has(&["extended key usage", "invalidpurpose"]) {

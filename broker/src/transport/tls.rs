@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
+
+use super::verify::{self, ClientVerifier, LeafId};
 
 /// What a transport learned about its peer before the first MQTT byte.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +18,8 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     /// The verified chain, end-entity first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// Issuer and serial of the end-entity certificate (revocation of live sessions).
+    pub leaf: Option<LeafId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,8 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(String),
+    #[error("{path}: bad CRL: {reason}")]
+    Crl { path: String, reason: String },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
@@ -67,40 +72,34 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     })
 }
 
-/// A server configuration that demands a client certificate chaining to one of `ca_file`'s CAs
-/// and carrying the clientAuth extended key usage (webpki checks it for client verification).
+/// The crypto provider of every listener (ring).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration that demands a client certificate `verifier` accepts (a CA of the
+/// listener's, the clientAuth EKU, not revoked, RFC 5280 end-entity rules).
 /// TLS 1.2 and 1.3 only, no 0-RTT, no session tickets carrying early data.
 pub fn server_config(
-    ca_file: &Path,
+    verifier: Arc<ClientVerifier>,
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] =
         &[&rustls::version::TLS13, &rustls::version::TLS12];
     Ok(Arc::new(mutual_tls(
-        ca_file, cert_file, key_file, versions,
+        verifier, cert_file, key_file, versions,
     )?))
 }
 
 /// The same client verification for another transport (QUIC: TLS 1.3 only, its own ALPN).
 pub fn mutual_tls(
-    ca_file: &Path,
+    verifier: Arc<ClientVerifier>,
     cert_file: &Path,
     key_file: &Path,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<ServerConfig, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in load_certs(ca_file)? {
-        roots.add(ca).map_err(|e| TlsSetupError::BadCa {
-            path: ca_file.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert_file)?, load_key(key_file)?)?;
@@ -117,6 +116,9 @@ pub fn identity_from_chain(chain: Option<&[CertificateDer<'static>]>) -> PeerIde
     let common_name = chain.first().and_then(|leaf| common_name(leaf.as_ref()));
     PeerIdentity {
         common_name,
+        leaf: chain
+            .first()
+            .and_then(|leaf| LeafId::from_der(leaf.as_ref())),
         chain: chain.to_vec(),
     }
 }
@@ -141,6 +143,9 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
         return "io";
     };
     use rustls::{CertificateError as C, Error as E};
+    if let Some(label) = verify::refusal_label(tls) {
+        return label;
+    }
     match tls {
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "cert_expired",
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
@@ -148,6 +153,10 @@ pub fn handshake_failure_reason(err: &std::io::Error) -> &'static str {
         }
         E::InvalidCertificate(C::UnknownIssuer) => "cert_unknown_issuer",
         E::InvalidCertificate(C::Revoked) => "cert_revoked",
+        E::InvalidCertificate(C::UnknownRevocationStatus) => "cert_revocation_unknown",
+        E::InvalidCertificate(
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. },
+        ) => "crl_expired",
         E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => {
             "cert_wrong_purpose"
         }

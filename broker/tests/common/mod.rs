@@ -73,6 +73,182 @@ impl TestCa {
     pub fn device(&self, cn: &str) -> (String, String) {
         self.leaf(cn, ExtendedKeyUsagePurpose::ClientAuth, (-1, 30))
     }
+
+    /// A client certificate for `cn` with whatever `tweak` does to an otherwise valid one.
+    pub fn device_with(
+        &self,
+        cn: &str,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        tweak(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A version 1 certificate for `cn` (no extensions at all), properly signed by this CA:
+    /// rcgen writes only version 3, so the DER is put together here.
+    pub fn v1_device(&self, cn: &str) -> (String, String) {
+        use rcgen::{PublicKeyData, SigningKey};
+        let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(ca_der.as_ref()).unwrap();
+        let key = KeyPair::generate().unwrap(); // ECDSA P-256, like the CA's
+        let ecdsa_sha256 = der(
+            0x30,
+            &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+        );
+        let utc = |t: time::OffsetDateTime| {
+            let text = format!(
+                "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+                t.year() % 100,
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            der(0x17, text.as_bytes())
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let validity = der(
+            0x30,
+            &[
+                utc(now - time::Duration::days(1)),
+                utc(now + time::Duration::days(30)),
+            ]
+            .concat(),
+        );
+        let cn_attr = der(
+            0x30,
+            &[der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, cn.as_bytes())].concat(),
+        );
+        let subject = der(0x30, &der(0x31, &cn_attr));
+        // No [0] version field: that is what makes it version 1.
+        let tbs = der(
+            0x30,
+            &[
+                der(0x02, &[0x01, 0x23, 0x45]),
+                ecdsa_sha256.clone(),
+                ca.tbs_certificate.issuer.as_raw().to_vec(),
+                validity,
+                subject,
+                key.subject_public_key_info(),
+            ]
+            .concat(),
+        );
+        let signature = self.issuer.key().sign(&tbs).unwrap();
+        let cert = der(
+            0x30,
+            &[
+                tbs,
+                ecdsa_sha256,
+                der(0x03, &[&[0u8][..], &signature].concat()),
+            ]
+            .concat(),
+        );
+        (pem_encode("CERTIFICATE", &cert), key.serialize_pem())
+    }
+
+    /// A CRL (PEM) of this CA revoking the certificates whose PEMs are given.
+    pub fn crl(&self, revoked: &[&str], number: u64) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|pem| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&serial_of(pem)),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+/// The serial number (DER INTEGER content) of a PEM certificate.
+pub fn serial_of(cert_pem: &str) -> Vec<u8> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    cert.tbs_certificate.raw_serial().to_vec()
+}
+
+/// PEM armour around DER bytes (RFC 7468).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::new();
+    for chunk in der.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// One DER TLV (lengths up to 65535 bytes).
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n @ 0..=127 => out.push(n as u8),
+        n @ 128..=255 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A client certificate resolver that always presents the same chain.
+#[derive(Debug)]
+struct Present(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Present {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// A PKI in a temp dir plus a data dir: everything one server needs.
@@ -155,13 +331,16 @@ impl Env {
             .collect();
         let key = PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Presented as given, not through `with_client_auth_cert`, which parses the certificate
+        // first and would refuse the hostile ones the server must refuse itself.
+        let key = provider.key_provider.load_private_key(key).unwrap();
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, key));
         Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .unwrap(),
+                .with_client_cert_resolver(Arc::new(Present(certified))),
         )
     }
 

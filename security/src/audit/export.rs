@@ -405,6 +405,7 @@ fn title(a: Action) -> &'static str {
         Action::ServerStopped => "Server stopped",
         Action::EventsDropped => "Audit events lost",
         Action::AuditRecovered => "Audit log recovered after a crash",
+        Action::CrlReload => "CRL reloaded",
     }
 }
 

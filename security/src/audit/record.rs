@@ -52,6 +52,8 @@ pub enum Action {
     /// Written by the audit writer itself: an incomplete last line (a write
     /// cut by a crash) was removed on open.
     AuditRecovered,
+    /// The server read a changed CRL file (revoked certificates, connections closed).
+    CrlReload,
 }
 
 impl Action {
@@ -74,6 +76,7 @@ impl Action {
         Action::ServerStopped,
         Action::EventsDropped,
         Action::AuditRecovered,
+        Action::CrlReload,
     ];
 
     /// The stored snake_case name.
@@ -96,6 +99,7 @@ impl Action {
             Action::ServerStopped => "server_stopped",
             Action::EventsDropped => "events_dropped",
             Action::AuditRecovered => "audit_recovered",
+            Action::CrlReload => "crl_reload",
         }
     }
 }

@@ -208,7 +208,7 @@ fn print_quick_start(pki: &converge_broker::pki::DevPki, port: u16, quic_port: O
 /// The running server's process id, in the data dir (`converge policy reload` reads it).
 const PID_FILE: &str = "converge.pid";
 
-/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the policy meanwhile.
+/// Waits for SIGTERM or Ctrl-C; SIGHUP reloads the policy and the CRL meanwhile.
 async fn wait_for_signal(running: &server::Running) {
     #[cfg(unix)]
     {
@@ -224,10 +224,18 @@ async fn wait_for_signal(running: &server::Running) {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = tokio::signal::ctrl_c() => return,
-                _ = hup.recv() => match running.broker.reload_policy() {
-                    Ok(r) => tracing::info!(kept = r.kept, disconnected = r.disconnected, subscriptions_removed = r.subscriptions_removed, "policy reloaded"),
-                    Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policy stays in force"),
-                },
+                _ = hup.recv() => {
+                    match running.broker.reload_policy() {
+                        Ok(r) => tracing::info!(kept = r.kept, disconnected = r.disconnected, subscriptions_removed = r.subscriptions_removed, "policy reloaded"),
+                        Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policy stays in force"),
+                    }
+                    // The CRL is also polled; SIGHUP applies a change at once.
+                    match running.broker.reload_crl() {
+                        Ok(Some(r)) => tracing::info!(crls = r.crls, revoked = r.revoked, closed = r.closed, "CRL reloaded"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force"),
+                    }
+                }
             }
         }
     }
