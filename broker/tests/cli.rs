@@ -507,7 +507,7 @@ async fn cert_issue_and_revoke_without_a_server_are_audited_and_verify_names_an_
         .iter_revoked_certificates()
         .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
         .collect();
-    assert_eq!(revoked, [serial.clone()]);
+    assert_eq!(revoked, std::slice::from_ref(&serial));
 
     // Every admin command left a record, failures included, and the log is intact.
     let records = audit_records(&data);
