@@ -584,8 +584,9 @@ impl Config {
         Ok(())
     }
 
+    /// The development PKI, which is also the plant CA's directory (`converge ca`/`cert`).
     pub fn pki_dir(&self) -> PathBuf {
-        self.data_dir.join("pki")
+        converge_security::ca::default_dir(&self.data_dir)
     }
 
     pub fn db_dir(&self) -> PathBuf {

@@ -159,7 +159,7 @@ impl Metrics {
             audit: IntGaugeVec::new(
                 Opts::new(
                     "audit_events",
-                    "Audit log totals since start: written, queued, dropped, critical_overflowed, critical_dropped, checkpoints, failed",
+                    "Audit log totals since start: written, queued, dropped, critical_overflowed, critical_dropped, checkpoints, spool_ingested, spool_rejected, failed",
                 ),
                 &["state"],
             )

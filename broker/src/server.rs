@@ -628,6 +628,8 @@ async fn audit_metrics_loop(
             ("critical_overflowed", s.critical_overflowed),
             ("critical_dropped", s.critical_dropped),
             ("checkpoints", s.checkpoints),
+            ("spool_ingested", s.spool_ingested),
+            ("spool_rejected", s.spool_rejected),
             ("failed", u64::from(s.failed)),
         ] {
             metrics

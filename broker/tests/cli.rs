@@ -170,7 +170,69 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
         let got = run_printed(&s, "-C 1 -W 10", dir.path()).await;
         assert_eq!(got.trim(), format!("plant/line1/temp {version}"));
     }
+
+    // The README's commands, as a reader copies them (only the port differs).
+    let port = publ
+        .split_whitespace()
+        .skip_while(|w| *w != "-p")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let readme = readme_command("mosquitto_pub").replace("-p 8883", &format!("-p {port}"));
+    run_printed(&readme, "-r", dir.path()).await;
+    let readme = readme_command("mosquitto_sub").replace("-p 8883", &format!("-p {port}"));
+    let got = run_printed(&readme, "-C 1 -W 10", dir.path()).await;
+    assert_eq!(got.trim(), "plant/line1/temp 21.5");
+
+    // The development PKI is the CA that `converge cert` administers: the demo devices are
+    // listed, the CRL exists, and a certificate issued now connects at once.
+    let data = dir.path().join("converge-data");
+    assert!(data.join("pki/crl.pem").exists());
+    let list = ok_in(&data, &["cert", "list"]).await;
+    assert!(
+        list.contains("CN=demo-device, OU=demo, O=Converge")
+            && list.contains("CN=demo-monitor, OU=demo, O=Converge"),
+        "{list}"
+    );
+    ok_in(
+        &data,
+        &["cert", "issue", "--device", "press-01", "--zone", "demo"],
+    )
+    .await;
+    let press = publ
+        .replace("-i demo-device", "-i press-01")
+        .replace("devices/demo-device.", "devices/press-01.")
+        .replace("-m 21.5", "-m from-press-01");
+    assert!(press.contains("press-01.pem"), "{press}");
+    run_printed(&press, "-r", dir.path()).await;
+    let got = run_printed(&sub, "-C 1 -W 10", dir.path()).await;
+    assert_eq!(got.trim(), "plant/line1/temp from-press-01");
     child.start_kill().unwrap();
+}
+
+/// A mosquitto command line from README.md's quick start, continuation lines joined.
+fn readme_command(program: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut lines = readme.lines().skip_while(|l| !l.starts_with(program));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        match line.trim().strip_suffix('\\') {
+            Some(part) => {
+                command.push_str(part.trim());
+                command.push(' ');
+            }
+            None => {
+                command.push_str(line.trim());
+                break;
+            }
+        }
+    }
+    assert!(
+        command.starts_with(program),
+        "README has a {program} command"
+    );
+    command
 }
 
 fn which(cmd: &str) -> Option<std::path::PathBuf> {
@@ -328,4 +390,383 @@ async fn historian_import_refuses_a_running_server_and_stats_still_reads() {
     let stats = run_ok(&["historian", "stats", "--data-dir", d.to_str().unwrap()]).await;
     assert!(stats.contains("TOTAL (0 tags)"), "{stats}");
     running.shutdown().await.unwrap();
+}
+
+/// `converge ARGS` with `--data-dir DIR` appended.
+async fn run_in(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--data-dir", data.to_str().unwrap()]);
+    tokio::time::timeout(WAIT, converge().args(&all).output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn ok_in(data: &std::path::Path, args: &[&str]) -> String {
+    let out = run_in(data, args).await;
+    assert!(
+        out.status.success(),
+        "converge {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn err_in(data: &std::path::Path, args: &[&str]) -> String {
+    let out = run_in(data, args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "converge {args:?} must fail");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// The audit log's records as JSON values.
+fn audit_records(data: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data.join("audit/audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn cert_issue_and_revoke_without_a_server_are_audited_and_verify_names_an_edited_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = ok_in(
+        &data,
+        &[
+            "ca",
+            "init",
+            "--name",
+            "Plant1 Device CA",
+            "--org",
+            "ACME Plant1",
+        ],
+    )
+    .await;
+    assert!(out.contains("CN=Plant1 Device CA, O=ACME Plant1"), "{out}");
+    let pki = data.join("pki");
+    assert_eq!(mode(&pki), 0o700);
+    assert_eq!(mode(&pki.join("ca.key")), 0o600);
+    assert!(pki.join("crl.pem").exists());
+    let err = err_in(&data, &["ca", "init"]).await;
+    assert!(err.contains("a CA already exists"), "{err}");
+
+    let out = ok_in(
+        &data,
+        &["cert", "issue", "--device", "press-01", "--zone", "cell-a"],
+    )
+    .await;
+    let serial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("issued certificate "))
+        .unwrap_or_else(|| panic!("serial in {out}"))
+        .trim()
+        .to_owned();
+    assert_eq!(mode(&pki.join("devices/press-01.key")), 0o600);
+    let list = ok_in(&data, &["cert", "list"]).await;
+    let row = list.lines().find(|l| l.starts_with(&serial)).unwrap();
+    assert!(
+        row.contains("CN=press-01, OU=cell-a, O=ACME Plant1") && row.ends_with("valid"),
+        "{list}"
+    );
+
+    let err = err_in(&data, &["cert", "revoke", &serial, "--reason", "bored"]).await;
+    assert!(err.contains("unknown revocation reason \"bored\""), "{err}");
+    let err = err_in(
+        &data,
+        &["cert", "revoke", "xyz", "--reason", "keyCompromise"],
+    )
+    .await;
+    assert!(err.contains("not a hex serial"), "{err}");
+    let err = err_in(
+        &data,
+        &["cert", "revoke", "0abc", "--reason", "keyCompromise"],
+    )
+    .await;
+    assert!(err.contains("no certificate with serial 0abc"), "{err}");
+    let upper = serial.to_uppercase();
+    let out = ok_in(
+        &data,
+        &["cert", "revoke", &upper, "--reason", "key-compromise"],
+    )
+    .await;
+    assert!(out.contains("CRL number 2"), "{out}");
+    let list = ok_in(&data, &["cert", "list"]).await;
+    assert!(list.contains("revoked (keyCompromise)"), "{list}");
+    let crl_pem = std::fs::read(pki.join("crl.pem")).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&crl_pem).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&p.contents).unwrap();
+    let revoked: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    assert_eq!(revoked, std::slice::from_ref(&serial));
+
+    // Every admin command left a record, failures included, and the log is intact.
+    let records = audit_records(&data);
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("admin_command", "success"), // ca init
+            ("admin_command", "failure"), // ca init again
+            ("cert_issued", "success"),
+            ("admin_command", "success"),
+            ("admin_command", "failure"), // unknown reason
+            ("admin_command", "failure"), // bad serial
+            ("admin_command", "failure"), // unknown serial
+            ("cert_revoked", "success"),
+            ("admin_command", "success"),
+        ]
+    );
+    let issued = &records[2];
+    assert_eq!(issued["resource"], serial.as_str());
+    assert_eq!(issued["zone"], "cell-a");
+    assert!(issued["actor"].as_str().unwrap().contains("(uid "));
+    assert_eq!(records[7]["resource"], serial.as_str());
+    assert!(records[8]["resource"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!(
+            "converge cert revoke {upper} --reason key-compromise"
+        )));
+    let verified = ok_in(&data, &["audit", "verify"]).await;
+    assert!(verified.contains(": OK"), "{verified}");
+    assert!(verified.contains("records:     9 (seq 1..9)"), "{verified}");
+
+    let cef = ok_in(
+        &data,
+        &["audit", "export", "--since", "0", "--format", "cef"],
+    )
+    .await;
+    assert_eq!(cef.lines().count(), 9, "{cef}");
+    assert!(
+        cef.lines().nth(2).unwrap().contains("|cert_issued|"),
+        "{cef}"
+    );
+    let err = err_in(&data, &["audit", "export", "--since", "yesterday"]).await;
+    assert!(err.contains("not a time"), "{err}");
+
+    // One edited line: verify fails, exit code non-zero, and names the record.
+    let log = data.join("audit/audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let edited = text.replacen("\"zone\":\"cell-a\"", "\"zone\":\"cell-b\"", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&log, edited).unwrap();
+    let err = err_in(&data, &["audit", "verify"]).await;
+    assert!(err.contains("is NOT intact"), "{err}");
+    assert!(
+        err.contains("record 3 (line 3) was modified"),
+        "names the record: {err}"
+    );
+}
+
+#[tokio::test]
+async fn certificate_commands_explain_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = err_in(&data, &["cert", "list"]).await;
+    assert!(
+        err.contains("no CA in") && err.contains("converge ca init"),
+        "{err}"
+    );
+    let err = err_in(&data, &["cert", "issue", "--device", "d", "--zone", "z"]).await;
+    assert!(err.contains("no CA in"), "{err}");
+    let err = err_in(&data, &["ca", "crl"]).await;
+    assert!(err.contains("no CA in"), "{err}");
+
+    ok_in(&data, &["ca", "init", "--urn-namespace", "plant1"]).await;
+    let err = err_in(
+        &data,
+        &["cert", "issue", "--device", "../etc", "--zone", "a"],
+    )
+    .await;
+    assert!(err.contains("invalid device \"../etc\""), "{err}");
+    let err = err_in(
+        &data,
+        &[
+            "cert", "issue", "--device", "d", "--zone", "a", "--days", "0",
+        ],
+    )
+    .await;
+    assert!(err.contains("out of range"), "{err}");
+    let csr = dir.path().join("req.csr");
+    std::fs::write(
+        &csr,
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .unwrap();
+    let err = err_in(
+        &data,
+        &[
+            "cert",
+            "issue",
+            "--device",
+            "d",
+            "--zone",
+            "a",
+            "--csr",
+            csr.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(err.contains("unusable CSR"), "{err}");
+    let missing = dir.path().join("nope.csr");
+    let err = err_in(
+        &data,
+        &[
+            "cert",
+            "issue",
+            "--device",
+            "d",
+            "--zone",
+            "a",
+            "--csr",
+            missing.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(err.contains("nope.csr"), "names the file: {err}");
+
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../security/examples/plant.toml"
+    );
+    let cert = data.join("pki/devices/x.pem");
+    let err = err_in(
+        &data,
+        &[
+            "cert",
+            "inspect",
+            cert.to_str().unwrap(),
+            "--policy",
+            example,
+        ],
+    )
+    .await;
+    assert!(err.contains("x.pem"), "names the file: {err}");
+    let out = ok_in(
+        &data,
+        &["cert", "issue", "--device", "x", "--zone", "cell-a"],
+    )
+    .await;
+    assert!(out.contains("issued certificate"), "{out}");
+    let err = err_in(&data, &["cert", "inspect", cert.to_str().unwrap()]).await;
+    assert!(err.contains("no policy to inspect against"), "{err}");
+    // Under the plant example this CA is no issuer it trusts: the report says so.
+    let report = ok_in(
+        &data,
+        &[
+            "cert",
+            "inspect",
+            cert.to_str().unwrap(),
+            "--policy",
+            example,
+        ],
+    )
+    .await;
+    assert!(report.contains("subject       CN=x, OU=cell-a"), "{report}");
+    assert!(report.contains("CA index      valid"), "{report}");
+    assert!(report.contains("refused"), "{report}");
+    let bad_policy = dir.path().join("bad.toml");
+    std::fs::write(&bad_policy, "[[zone]]\nid = 1\n").unwrap();
+    let err = err_in(
+        &data,
+        &[
+            "cert",
+            "inspect",
+            cert.to_str().unwrap(),
+            "--policy",
+            bad_policy.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(err.contains("bad.toml"), "{err}");
+
+    let err = err_in(
+        &data,
+        &["cert", "issue", "--device", "x", "--zone", "cell-a"],
+    )
+    .await;
+    assert!(
+        err.contains("x.pem already exists: pass --overwrite"),
+        "{err}"
+    );
+    ok_in(
+        &data,
+        &[
+            "cert",
+            "issue",
+            "--device",
+            "x",
+            "--zone",
+            "cell-a",
+            "--overwrite",
+        ],
+    )
+    .await;
+    let list = ok_in(&data, &["cert", "list"]).await;
+    assert_eq!(list.matches("CN=x, OU=cell-a").count(), 2, "{list}");
+
+    let key = dir.path().join("backup.key");
+    ok_in(&data, &["ca", "export-key", key.to_str().unwrap()]).await;
+    assert_eq!(mode(&key), 0o600);
+    let err = err_in(&data, &["ca", "export-key", key.to_str().unwrap()]).await;
+    assert!(err.contains("already exists"), "{err}");
+    let out = ok_in(&data, &["ca", "crl"]).await;
+    assert!(out.contains("CRL number 2"), "{out}");
+
+    let err = err_in(&dir.path().join("elsewhere"), &["audit", "verify"]).await;
+    assert!(err.contains("audit.pub"), "names the file: {err}");
+    let verified = ok_in(&data, &["audit", "verify"]).await;
+    assert!(verified.contains(": OK"), "{verified}");
+}
+
+#[tokio::test]
+async fn admin_commands_reach_a_running_servers_log_through_the_spool() {
+    let env = common::Env::new();
+    let running = env.start().await;
+    let data = env.path("data");
+    ok_in(&data, &["ca", "init"]).await;
+    ok_in(
+        &data,
+        &["cert", "issue", "--device", "press-01", "--zone", "cell-a"],
+    )
+    .await;
+    // The server owns the log: the CLI left its records in the spool, which the server's writer
+    // ingests (on its tick, or at the latest on this flush).
+    let audit = running.broker.audit.clone().unwrap();
+    audit.flush().unwrap();
+    assert_eq!(audit.stats().spool_ingested, 3);
+    let actions: Vec<String> = audit_records(&data)
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "server_started",
+            "admin_command",
+            "cert_issued",
+            "admin_command"
+        ]
+    );
+    running.shutdown().await.unwrap();
+    let verified = ok_in(&data, &["audit", "verify"]).await;
+    assert!(verified.contains("records:     5"), "{verified}");
 }

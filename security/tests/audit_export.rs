@@ -150,6 +150,18 @@ fn export_filters_by_time_and_writes_each_format() {
         );
         assert!(text.ends_with('\n'));
     }
+    // A window: records 6 and 7 (until is exclusive).
+    let mut opts = ExportOptions::new(ExportFormat::Jsonl);
+    opts.since = Some(since);
+    opts.until = Some(parse_time("2024-04-25T10:00:07Z").unwrap());
+    let mut out = Vec::new();
+    assert_eq!(export(dir.path(), &opts, &mut out).unwrap(), 2);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("press-06") && text.contains("press-07"),
+        "{text}"
+    );
+    assert!(!text.contains("press-08"), "{text}");
     assert!(matches!(
         "xml".parse::<ExportFormat>(),
         Err(ExportError::UnknownFormat(_))

@@ -40,4 +40,11 @@ pub enum AuditError {
     Failed(String),
     #[error("the audit log is shut down")]
     Closed,
+    /// Another process writes this audit directory (see `WRITER_LOCK_FILE`).
+    #[error(
+        "{}: the audit log is being written by another process{}; one converge server per audit directory (CLI commands hand their records to the running server through the spool)",
+        dir.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, holder: Option<u32> },
 }

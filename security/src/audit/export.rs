@@ -74,6 +74,8 @@ pub struct ExportOptions {
     pub format: ExportFormat,
     /// Only records at or after this time (unix milliseconds).
     pub since: Option<i64>,
+    /// Only records before this time (unix milliseconds).
+    pub until: Option<i64>,
     /// The syslog HOSTNAME; `-` (nil) when empty.
     pub hostname: String,
 }
@@ -83,6 +85,7 @@ impl ExportOptions {
         Self {
             format,
             since: None,
+            until: None,
             hostname: String::new(),
         }
     }
@@ -116,7 +119,8 @@ pub fn export(
 ) -> Result<u64, ExportError> {
     let mut n = 0u64;
     for_each_entry(dir, |entry| {
-        if options.since.is_some_and(|s| entry.record.time_ms < s) {
+        let t = entry.record.time_ms;
+        if options.since.is_some_and(|s| t < s) || options.until.is_some_and(|u| t >= u) {
             return Ok(());
         }
         let mut line = render(entry, options.format, &options.hostname);
@@ -138,7 +142,7 @@ pub fn render(entry: &Entry, format: ExportFormat, hostname: &str) -> String {
     }
 }
 
-/// Parses `--since`: RFC 3339 (`2024-04-25T10:00:00Z`, any offset) or
+/// Parses `--since` and `--until`: RFC 3339 (`2024-04-25T10:00:00Z`, any offset) or
 /// unix milliseconds.
 pub fn parse_time(s: &str) -> Result<i64, ExportError> {
     let bad = || ExportError::BadTime(s.to_owned());

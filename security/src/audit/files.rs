@@ -1,9 +1,13 @@
 //! File names of an audit directory and the few filesystem steps that need
-//! care: private permissions and making a new file's name durable.
+//! care: private permissions, making a new file's name durable, and the
+//! writer lock.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::error::AuditError;
 
 /// One record per line.
 pub const LOG_FILE: &str = "audit.jsonl";
@@ -13,6 +17,74 @@ pub const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 pub const KEY_FILE: &str = "audit.key";
 /// The public key, 64 hex digits and a newline, for auditors.
 pub const PUBLIC_KEY_FILE: &str = "audit.pub";
+/// Locked (`flock`, exclusive) by the one process that writes the log; holds
+/// its pid for error messages. Never removed: removing a lock file while
+/// another process waits on it would let two writers in.
+pub const WRITER_LOCK_FILE: &str = "writer.lock";
+
+/// While waiting for the writer lock, how long to sleep between tries.
+const LOCK_RETRY: Duration = Duration::from_millis(25);
+
+/// The exclusive right to append to one audit directory, held from before
+/// the signing key is loaded until the writer stops. Two writers would each
+/// chain from the tip they read and fork the log; this makes the second one
+/// fail instead. Released when dropped (or when the process dies: the
+/// kernel drops `flock` locks with the last descriptor).
+#[derive(Debug)]
+pub(crate) struct WriterLock {
+    _file: File,
+}
+
+impl WriterLock {
+    /// Takes the lock, retrying for up to `wait` (a `converge` CLI command
+    /// holds it for a few milliseconds when no server runs).
+    pub(crate) fn acquire(dir: &Path, wait: Duration) -> Result<WriterLock, AuditError> {
+        let started = Instant::now();
+        loop {
+            match Self::try_acquire(dir) {
+                Err(AuditError::Locked { .. }) if started.elapsed() < wait => {
+                    std::thread::sleep(LOCK_RETRY.min(wait.saturating_sub(started.elapsed())));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the lock or fails at once with [`AuditError::Locked`].
+    pub(crate) fn try_acquire(dir: &Path) -> Result<WriterLock, AuditError> {
+        let path = dir.join(WRITER_LOCK_FILE);
+        let io_err = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut o = OpenOptions::new();
+        // Not truncated before the lock is ours: the holder's pid is in it.
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let mut file = o.open(&path).map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                // Best effort: the pid only makes the message more useful.
+                let _ = (&file).take(32).read_to_string(&mut text);
+                return Err(AuditError::Locked {
+                    dir: dir.to_path_buf(),
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        file.set_len(0).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        Ok(WriterLock { _file: file })
+    }
+}
 
 /// Creates `dir` (and parents) if missing; a directory this creates is 0700
 /// because records name identities and addresses.

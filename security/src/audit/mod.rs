@@ -51,6 +51,7 @@ mod export;
 mod files;
 pub mod merkle;
 mod record;
+mod spool;
 mod store;
 mod verify;
 mod writer;
@@ -62,14 +63,17 @@ pub use export::{
     export, parse_time, prove_prefix, render, tree_head, verify_prefix, ConsistencyProof,
     ExportError, ExportFormat, ExportOptions, SYSLOG_SD_ID,
 };
-pub use files::{CHECKPOINT_FILE, KEY_FILE, LOG_FILE, PUBLIC_KEY_FILE};
+pub use files::{CHECKPOINT_FILE, KEY_FILE, LOG_FILE, PUBLIC_KEY_FILE, WRITER_LOCK_FILE};
 pub use merkle::ProofError;
 pub use record::{
     format_time_ms, Action, Entry, Event, LineError, Outcome, Record, UnknownName, MAX_FIELD_BYTES,
+};
+pub use spool::{
+    spool_event, AuditSink, MAX_SPOOL_FILE_BYTES, MAX_SPOOL_PER_TICK, REJECTED_DIR, SPOOL_DIR,
 };
 pub use store::{Recovery, MAX_LINE_BYTES};
 pub use verify::{cli_verify, verify, verify_streams, VerifyError, VerifyReport};
 pub use writer::{
     AuditConfig, AuditLog, AuditStats, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_RECORDS,
-    DEFAULT_OVERFLOW_CAPACITY, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_LOCK_WAIT, DEFAULT_OVERFLOW_CAPACITY, DEFAULT_QUEUE_CAPACITY, DEFAULT_SPOOL_INTERVAL,
 };

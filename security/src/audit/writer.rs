@@ -10,6 +10,11 @@
 //! overflow list the writer drains; only if that is full too is the event
 //! lost, counted apart and logged as an error.
 //!
+//! The writer holds the directory's writer lock for its whole life, so no
+//! second process can append (module `spool` is how other processes get
+//! their events in; the writer ingests the spool at start, on a periodic
+//! tick, on `flush` and at shutdown).
+//!
 //! The writer is a std thread, not a tokio task: the security crate has no
 //! runtime, and fsync blocks anyway. The overflow list and the test gate
 //! use std mutexes held for a push or a check, never across IO.
@@ -23,8 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::checkpoint::{Checkpoint, PublicKey, SigningKey};
 use super::error::AuditError;
-use super::files::{KEY_FILE, LOG_FILE, PUBLIC_KEY_FILE};
+use super::files::{WriterLock, KEY_FILE, LOG_FILE, PUBLIC_KEY_FILE};
 use super::record::{Action, Entry, Event, Outcome};
+use super::spool::{self, MAX_SPOOL_PER_TICK, REJECTED_DIR, SPOOL_DIR};
 use super::store::{Recovery, Store};
 
 /// Events the queue holds before `record` drops. At ~300 bytes an event,
@@ -36,6 +42,14 @@ pub const DEFAULT_OVERFLOW_CAPACITY: usize = 1024;
 pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1000;
 /// ...and at least this often while records arrive.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// How long [`AuditLog::open`] waits for the writer lock: long enough for a
+/// CLI command that appends while no server runs, short enough that a
+/// second server fails fast.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How often the writer looks into the spool for events of CLI commands.
+pub const DEFAULT_SPOOL_INTERVAL: Duration = Duration::from_secs(1);
+/// Floor of `spool_interval`.
+const MIN_SPOOL_INTERVAL: Duration = Duration::from_millis(10);
 /// Records per write and fsync at most: bounds the writer's buffer and how
 /// long a flush waits behind one batch.
 const MAX_BATCH: usize = 1024;
@@ -54,6 +68,12 @@ pub struct AuditConfig {
     pub overflow_capacity: usize,
     pub checkpoint_every_records: u64,
     pub checkpoint_interval: Duration,
+    /// How long `open` waits while another process holds the writer lock
+    /// before it fails with [`AuditError::Locked`].
+    pub lock_wait: Duration,
+    /// How often the writer ingests the spool (`Duration::MAX`: only at
+    /// start, on `flush` and at shutdown).
+    pub spool_interval: Duration,
 }
 
 impl AuditConfig {
@@ -66,6 +86,8 @@ impl AuditConfig {
             overflow_capacity: DEFAULT_OVERFLOW_CAPACITY,
             checkpoint_every_records: DEFAULT_CHECKPOINT_RECORDS,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            lock_wait: DEFAULT_LOCK_WAIT,
+            spool_interval: DEFAULT_SPOOL_INTERVAL,
         }
     }
 }
@@ -86,6 +108,10 @@ pub struct AuditStats {
     pub critical_dropped: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Spooled events (from CLI commands) appended to the log.
+    pub spool_ingested: u64,
+    /// Spool files that were too large or unparsable, moved to `spool/rejected/`.
+    pub spool_rejected: u64,
     /// A write or fsync failed; nothing more is written until reopened.
     pub failed: bool,
 }
@@ -97,14 +123,18 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens or creates the log in `config.dir`, recovering a torn last
-    /// line, loading or creating the signing key, and starts the writer.
+    /// Opens or creates the log in `config.dir`: takes the writer lock
+    /// (waiting up to `config.lock_wait`, then [`AuditError::Locked`]),
+    /// recovers a torn last line, loads or creates the signing key, and
+    /// starts the writer, which first ingests the spool.
     pub fn open(config: AuditConfig) -> Result<AuditLog, AuditError> {
         let dir = config.dir.clone();
         super::files::create_private_dir(&dir).map_err(|source| AuditError::Io {
             path: dir.clone(),
             source,
         })?;
+        // Before the key: two processes must not both create one either.
+        let writer_lock = WriterLock::acquire(&dir, config.lock_wait)?;
         let key_path = config
             .key_path
             .clone()
@@ -118,7 +148,7 @@ impl AuditLog {
             ..Shared::default()
         });
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-        let writer = Writer {
+        let mut writer = Writer {
             rx,
             shared: Arc::clone(&shared),
             store,
@@ -128,7 +158,14 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             failed: None,
             noted_drops: 0,
+            dir: dir.clone(),
+            // A zero interval would spin the writer.
+            spool_interval: config.spool_interval.max(MIN_SPOOL_INTERVAL),
+            last_spool: Instant::now(),
+            _lock: writer_lock,
         };
+        // On the caller's thread, so that what opening found is in the log when `open` returns.
+        writer.start();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())
@@ -229,6 +266,8 @@ impl AuditLog {
             critical_overflowed: s.critical_overflowed.load(Ordering::Relaxed),
             critical_dropped: s.critical_dropped.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            spool_ingested: s.spool_ingested.load(Ordering::Relaxed),
+            spool_rejected: s.spool_rejected.load(Ordering::Relaxed),
             failed: s.failed.load(Ordering::Relaxed),
         }
     }
@@ -329,6 +368,8 @@ struct Shared {
     critical_overflowed: AtomicU64,
     critical_dropped: AtomicU64,
     checkpoints: AtomicU64,
+    spool_ingested: AtomicU64,
+    spool_rejected: AtomicU64,
     failed: AtomicBool,
     overflow: Mutex<Vec<Event>>,
     overflow_capacity: usize,
@@ -376,6 +417,12 @@ struct Writer {
     failed: Option<String>,
     /// `dropped + critical_dropped` already noted in the log.
     noted_drops: u64,
+    /// The audit directory (for the spool).
+    dir: PathBuf,
+    spool_interval: Duration,
+    last_spool: Instant,
+    /// Held until the writer stops; dropping it lets the next writer in.
+    _lock: WriterLock,
 }
 
 #[derive(Default)]
@@ -397,7 +444,8 @@ impl Batch {
 }
 
 impl Writer {
-    fn run(mut self) {
+    /// Notes a repaired torn line and ingests the first spool files.
+    fn start(&mut self) {
         let r = self.store.recovery;
         if r.torn_log_bytes > 0 {
             let note = Event::new(Action::AuditRecovered, Outcome::Failure)
@@ -408,6 +456,10 @@ impl Writer {
                 ));
             self.write(vec![note], 0);
         }
+        self.ingest_spool();
+    }
+
+    fn run(mut self) {
         loop {
             let mut batch = Batch::default();
             let mut disconnected = false;
@@ -433,6 +485,9 @@ impl Writer {
             events.append(&mut lock(&self.shared.overflow));
             let taken = u64::try_from(events.len()).unwrap_or(u64::MAX);
             self.write(events, taken);
+            if finishing || !batch.flushes.is_empty() || self.spool_due() {
+                self.ingest_spool();
+            }
             if finishing || !batch.flushes.is_empty() || self.checkpoint_due_by_time() {
                 self.checkpoint();
             }
@@ -453,15 +508,67 @@ impl Writer {
         }
     }
 
-    /// Blocks for the next message, but not past the next time checkpoint.
+    /// Blocks for the next message, but not past the next time checkpoint
+    /// or spool tick.
     fn next_message(&self) -> Result<Msg, RecvTimeoutError> {
         // An interval too large to add (`Duration::MAX`) means no timer.
-        let deadline = self.last_checkpoint.checked_add(self.interval);
+        let checkpoint = self
+            .last_checkpoint
+            .checked_add(self.interval)
+            .filter(|_| self.unchecked() > 0);
+        let spool = self.last_spool.checked_add(self.spool_interval);
+        let deadline = match (checkpoint, spool) {
+            _ if self.failed.is_some() => None,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match deadline {
-            Some(d) if self.unchecked() > 0 && self.failed.is_none() => self
+            Some(d) => self
                 .rx
                 .recv_timeout(d.saturating_duration_since(Instant::now())),
-            _ => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        }
+    }
+
+    fn spool_due(&self) -> bool {
+        self.last_spool.elapsed() >= self.spool_interval
+    }
+
+    /// Appends up to [`MAX_SPOOL_PER_TICK`] spooled events, then deletes
+    /// their files; unusable files are noted in the log. Once the writer
+    /// has failed, files stay for the next start.
+    fn ingest_spool(&mut self) {
+        self.last_spool = Instant::now();
+        if self.failed.is_some() {
+            return;
+        }
+        let taken = spool::take(&self.dir, MAX_SPOOL_PER_TICK);
+        if taken.events.is_empty() && taken.rejected.is_empty() {
+            return;
+        }
+        let mut events = taken.events;
+        let ingested = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let rejected = u64::try_from(taken.rejected.len()).unwrap_or(u64::MAX);
+        for (name, why) in taken.rejected {
+            tracing::error!(file = %name, problem = %why,
+                "unusable audit spool file moved to {SPOOL_DIR}/{REJECTED_DIR}/; its event is not in the log");
+            events.push(
+                Event::new(Action::EventsDropped, Outcome::Failure)
+                    .resource(format!("{SPOOL_DIR}/{name}"))
+                    .reason(format!(
+                        "unusable spooled audit event ({why}); moved to {SPOOL_DIR}/{REJECTED_DIR}/"
+                    )),
+            );
+        }
+        self.shared
+            .spool_rejected
+            .fetch_add(rejected, Ordering::Relaxed);
+        self.write(events, 0);
+        if self.failed.is_none() {
+            spool::remove(&taken.files);
+            self.shared
+                .spool_ingested
+                .fetch_add(ingested, Ordering::Relaxed);
         }
     }
 

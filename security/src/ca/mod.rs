@@ -1,7 +1,12 @@
 //! Certificate administration: the plant CA.
 //!
 //! For admins who run their own CA for devices. Everything lives in one
-//! directory, normally `<data_dir>/ca/` ([`default_dir`]), mode 0700:
+//! directory, normally `<data_dir>/pki/` ([`default_dir`]), mode 0700. It
+//! is the same directory as the development PKI that `converge serve`
+//! creates on first start (which uses [`Ca::init`] and [`Ca::issue`] and adds
+//! its own server certificate, `server.pem`/`server.key`, and the demo
+//! devices in `devices/`), so `converge cert issue/list/revoke` work on a
+//! quick-start installation as they are:
 //!
 //! | file | content | mode |
 //! | --- | --- | --- |
@@ -86,9 +91,10 @@ pub const DEFAULT_CRL_DAYS: u32 = 7;
 /// verifiers that cache it.
 pub const MAX_CRL_DAYS: u32 = 366;
 
-/// The CA directory under a data directory: `<data_dir>/ca`.
+/// The CA directory under a data directory: `<data_dir>/pki`, shared with
+/// the broker's development PKI.
 pub fn default_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("ca")
+    data_dir.join("pki")
 }
 
 /// Why a CA operation failed.

@@ -17,6 +17,8 @@ use converge_historian::import::{import, ImportOptions, TimeFormat};
 use converge_historian::storage::StorageConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::args::ServerArgs;
+
 /// Group commits in flight during an import: enough to keep the writer busy while the next
 /// batch is parsed, few enough to bound memory.
 const IMPORT_COMMITS_IN_FLIGHT: usize = 4;
@@ -55,30 +57,6 @@ pub enum HistorianCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-}
-
-/// Which server's data: its configuration file and/or data dir.
-#[derive(clap::Args)]
-pub struct ServerArgs {
-    /// The server's TOML configuration (for data_dir, sync and [historian]).
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Overrides `data_dir`.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-}
-
-impl ServerArgs {
-    pub fn load(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
-        }
-        Ok(config)
-    }
 }
 
 pub fn run(command: HistorianCommand) -> anyhow::Result<()> {

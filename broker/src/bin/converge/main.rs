@@ -1,5 +1,10 @@
 //! `converge`: the server binary.
 
+mod admin_audit;
+mod args;
+mod audit;
+mod ca;
+mod cert;
 mod historian;
 
 use std::path::PathBuf;
@@ -45,6 +50,21 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The plant CA in <data_dir>/pki/ (the development PKI's CA unless replaced).
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Device certificates of the plant CA: issue, list, revoke, inspect under the policy.
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
+    /// The tamper-evident audit log: verify it, export it for a SIEM.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,7 +75,7 @@ enum PolicyCommand {
     /// policy refuses are disconnected, the others keep their connections.
     Reload {
         #[command(flatten)]
-        server: historian::ServerArgs,
+        server: args::ServerArgs,
     },
 }
 
@@ -90,7 +110,19 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Policy {
             command: PolicyCommand::Reload { server },
-        } => signal_reload(&server.load()?),
+        } => {
+            let config = server.load()?;
+            admin_audit::run(&config, |_| {
+                let pid = signal_reload(&config)?;
+                Ok((
+                    (),
+                    format!("asked the server (pid {pid}) to reload its policy"),
+                ))
+            })
+        }
+        Command::Ca { command } => ca::run(command),
+        Command::Cert { command } => cert::run(command),
+        Command::Audit { command } => audit::run(command),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => match converge_security::check_file(&file) {
@@ -246,8 +278,9 @@ async fn wait_for_signal(running: &server::Running) {
     }
 }
 
-/// `converge policy reload`: SIGHUP to the server whose pid file is in the data dir.
-fn signal_reload(config: &Config) -> anyhow::Result<()> {
+/// `converge policy reload`: SIGHUP to the server whose pid file is in the data dir. Returns the
+/// pid signalled.
+fn signal_reload(config: &Config) -> anyhow::Result<i32> {
     let path = config.data_dir.join(PID_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("no running server found ({} unreadable)", path.display()))?;
@@ -268,7 +301,7 @@ fn signal_reload(config: &Config) -> anyhow::Result<()> {
             );
         }
         println!("asked the server (pid {pid}) to reload its policy; its log says what changed");
-        Ok(())
+        Ok(pid)
     }
     #[cfg(not(unix))]
     {
