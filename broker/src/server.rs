@@ -115,8 +115,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 (ca, cert, key) => {
                     let (pki, created) = DevPki::ensure(&config.pki_dir())?;
                     // The development CA's CRL applies only when that CA is the one trusted.
-                    let dev_crl =
-                        Some(pki.dir.join("crl.pem")).filter(|p| ca.is_none() && p.exists());
+                    let dev_crl = Some(pki.crl.clone()).filter(|p| ca.is_none() && p.exists());
                     let paths = (
                         ca.clone().unwrap_or_else(|| pki.ca_cert.clone()),
                         cert.clone().unwrap_or_else(|| pki.server_cert.clone()),

@@ -194,11 +194,17 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
             && list.contains("CN=demo-monitor, OU=demo, O=Converge"),
         "{list}"
     );
-    ok_in(
+    let issued = ok_in(
         &data,
         &["cert", "issue", "--device", "press-01", "--zone", "demo"],
     )
     .await;
+    let serial = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("issued certificate "))
+        .unwrap_or_else(|| panic!("serial in {issued}"))
+        .trim()
+        .to_owned();
     let press = publ
         .replace("-i demo-device", "-i press-01")
         .replace("devices/demo-device.", "devices/press-01.")
@@ -207,6 +213,47 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
     run_printed(&press, "-r", dir.path()).await;
     let got = run_printed(&sub, "-C 1 -W 10", dir.path()).await;
     assert_eq!(got.trim(), "plant/line1/temp from-press-01");
+
+    // Revocation reaches the running server without a restart: press-01's open connection
+    // (a subscriber that would otherwise wait for 3 messages) is closed, and it cannot
+    // connect again.
+    let press_sub = sub
+        .replace("-i demo-monitor", "-i press-01")
+        .replace("devices/demo-monitor.", "devices/press-01.");
+    let mut listening = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{press_sub} -C 3 -W 60"))
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = BufReader::new(listening.stdout.take().unwrap()).lines();
+    // The retained message arrives: the subscription is live.
+    let first = tokio::time::timeout(WAIT, got.next_line()).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some("plant/line1/temp from-press-01"));
+    ok_in(
+        &data,
+        &["cert", "revoke", &serial, "--reason", "keyCompromise"],
+    )
+    .await;
+    let ended = tokio::time::timeout(WAIT, got.next_line())
+        .await
+        .expect("the revoked client's connection is closed");
+    assert_eq!(ended.unwrap(), None, "no further message for a revoked client");
+    let _ = listening.start_kill();
+    let refused = tokio::time::timeout(
+        WAIT,
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{press} -r"))
+            .current_dir(dir.path())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!refused.status.success(), "a revoked certificate connects no more");
     child.start_kill().unwrap();
 }
 
