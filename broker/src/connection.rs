@@ -371,6 +371,8 @@ pub async fn serve<L: Link>(
     let write_timeout = idle.unwrap_or(DEFAULT_WRITE_TIMEOUT);
     let mut last_packet = Instant::now();
     let mut kicked = attached.kicked;
+    // The certificate is the credential: when it expires, so does the connection.
+    let cert_expiry = peer.not_after.and_then(expiry_instant);
 
     let close = 'conn: loop {
         if !conn.out.is_empty() {
@@ -390,6 +392,7 @@ pub async fn serve<L: Link>(
             _ = conn.waker.notified() => Event::Wake,
             r = link.read(&mut rbuf) => Event::Read(r),
             _ = sleep_until_opt(idle_deadline) => Event::KeepAliveTimeout,
+            _ = sleep_until_opt(cert_expiry) => Event::CertificateExpired,
         };
         match event {
             Event::Kicked(reason) => {
@@ -447,6 +450,9 @@ pub async fn serve<L: Link>(
             Event::KeepAliveTimeout => {
                 tracing::info!(keep_alive, "keep-alive timeout");
                 break Close::Reason(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+            }
+            Event::CertificateExpired => {
+                break Close::Reason(ReasonCode::NOT_AUTHORIZED, "client certificate expired");
             }
         }
     };
@@ -518,6 +524,7 @@ enum Event {
     Wake,
     Read(std::io::Result<(Route, usize)>),
     KeepAliveTimeout,
+    CertificateExpired,
 }
 
 /// Makes room for the next read: small while the connection is quiet, a full chunk once the
@@ -1728,6 +1735,17 @@ impl Conn {
         }
         Some(p)
     }
+}
+
+/// The monotonic instant of a Unix time (seconds), if it is representable; a time already
+/// past is now.
+fn expiry_instant(unix_secs: i64) -> Option<Instant> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let left = u64::try_from(unix_secs).ok()?.saturating_sub(now);
+    Instant::now().checked_add(Duration::from_secs(left))
 }
 
 /// Reason codes a PUBACK or PUBREC may carry (MQTT 5, 3.4.2.1 and 3.5.2.1).

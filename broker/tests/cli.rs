@@ -230,7 +230,10 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
         .unwrap();
     let mut got = BufReader::new(listening.stdout.take().unwrap()).lines();
     // The retained message arrives: the subscription is live.
-    let first = tokio::time::timeout(WAIT, got.next_line()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, got.next_line())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.as_deref(), Some("plant/line1/temp from-press-01"));
     ok_in(
         &data,
@@ -240,7 +243,11 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
     let ended = tokio::time::timeout(WAIT, got.next_line())
         .await
         .expect("the revoked client's connection is closed");
-    assert_eq!(ended.unwrap(), None, "no further message for a revoked client");
+    assert_eq!(
+        ended.unwrap(),
+        None,
+        "no further message for a revoked client"
+    );
     let _ = listening.start_kill();
     let refused = tokio::time::timeout(
         WAIT,
@@ -253,7 +260,10 @@ async fn first_start_creates_the_dev_pki_and_the_printed_commands_work() {
     .await
     .unwrap()
     .unwrap();
-    assert!(!refused.status.success(), "a revoked certificate connects no more");
+    assert!(
+        !refused.status.success(),
+        "a revoked certificate connects no more"
+    );
     child.start_kill().unwrap();
 }
 

@@ -179,6 +179,21 @@ async fn rejections_are_in_the_audit_log_with_their_reason() {
 }
 
 #[tokio::test]
+async fn a_connection_ends_when_its_certificate_expires() {
+    let env = Env::new();
+    let server = env.start().await;
+    let short = env.ca.device_with("press-01", |p| {
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    });
+    let mut c = Client5::connect(env.v5_as("press-01", &short, server.tls_addr.unwrap()))
+        .await
+        .expect("valid for now");
+    let (_, error) = c.closed().await;
+    assert!(error.contains("NotAuthorized"), "{error}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn client_id_must_equal_the_common_name() {
     let env = Env::new();
     let server = env.start().await;

@@ -20,6 +20,9 @@ pub struct PeerIdentity {
     pub chain: Vec<CertificateDer<'static>>,
     /// Issuer and serial of the end-entity certificate (revocation of live sessions).
     pub leaf: Option<LeafId>,
+    /// notAfter of the end-entity certificate, seconds since the Unix epoch: the connection
+    /// ends then.
+    pub not_after: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,24 +111,30 @@ pub fn mutual_tls(
     Ok(config)
 }
 
-/// Identity of a peer from its verified chain.
+/// Identity of a peer from its verified chain (the leaf is parsed once, here).
 pub fn identity_from_chain(chain: Option<&[CertificateDer<'static>]>) -> PeerIdentity {
     let Some(chain) = chain else {
         return PeerIdentity::default();
     };
-    let common_name = chain.first().and_then(|leaf| common_name(leaf.as_ref()));
+    let parsed = chain
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+        .map(|(_, cert)| cert);
     PeerIdentity {
-        common_name,
-        leaf: chain
-            .first()
-            .and_then(|leaf| LeafId::from_der(leaf.as_ref())),
+        common_name: parsed.as_ref().and_then(common_name),
+        leaf: parsed.as_ref().map(|cert| LeafId {
+            issuer: cert.issuer().as_raw().into(),
+            serial: cert.raw_serial().into(),
+        }),
+        not_after: parsed
+            .as_ref()
+            .map(|cert| cert.validity().not_after.timestamp()),
         chain: chain.to_vec(),
     }
 }
 
-/// The first Common Name of a DER certificate's subject, if it has one that is valid UTF-8.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+/// The first Common Name of a certificate's subject, if it has one that is valid UTF-8.
+fn common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
 }

@@ -54,15 +54,6 @@ pub struct LeafId {
 }
 
 impl LeafId {
-    /// From a DER certificate; `None` if it does not parse.
-    pub fn from_der(der: &[u8]) -> Option<LeafId> {
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-        Some(LeafId {
-            issuer: cert.issuer().as_raw().into(),
-            serial: cert.raw_serial().into(),
-        })
-    }
-
     /// The serial as colon-free lower-case hex, as `converge cert list` prints it.
     pub fn serial_hex(&self) -> String {
         self.serial.iter().map(|b| format!("{b:02x}")).collect()

@@ -21,14 +21,19 @@ use crate::certs::identity::{parse_dn, Dn};
 use crate::certs::pattern::NamePattern;
 use crate::topic::{self, TopicFilter};
 
-/// A plant policy is a few KiB; the cap bounds parse time on mistakes and fuzz input.
-pub const MAX_POLICY_BYTES: usize = 1 << 20;
-/// Per list (CAs, zones, conduits, profiles): ids are `u16`, and some
-/// compile checks are quadratic in the number of zones.
+/// A plant policy is a few KiB, one profile per device for 10,000 devices about 3 MiB; the cap
+/// bounds parse time on mistakes and fuzz input.
+pub const MAX_POLICY_BYTES: usize = 16 << 20;
+/// CAs, zones and conduits, each: ids are `u16`, and some compile checks are quadratic in the
+/// number of zones.
 pub const MAX_ITEMS: usize = 1024;
-/// All topic filters of the file together (namespaces, conduit topics,
-/// profile rights): bounds the quadratic overlap and reach checks.
+/// Device profiles: one per device is how some plants pin certificates, so room for a large
+/// plant; CONNECT tries them in order (linear), the per-message check does not see them.
+pub const MAX_PROFILES: usize = 16_384;
+/// Namespace and conduit filters together: bounds the quadratic overlap and reach checks.
 pub const MAX_FILTERS_TOTAL: usize = 4096;
+/// Profile rights together: each is checked against the zones and conduits once (linear).
+pub const MAX_PROFILE_FILTERS_TOTAL: usize = 65_536;
 /// Filters in one list (a namespace, a conduit's topics, a profile's rights):
 /// the per-message check walks these lists linearly.
 pub const MAX_FILTERS_PER_LIST: usize = 256;
@@ -419,14 +424,13 @@ pub fn compile(src: &str, file: &str) -> Result<CompiledPolicy, Vec<Diagnostic>>
             model.profiles.first().map(|p| p.id.span()),
         ),
     ] {
-        if n > MAX_ITEMS {
-            cx.err(
-                span.unwrap_or(0..0),
-                PolicyError::TooMany {
-                    kind,
-                    max: MAX_ITEMS,
-                },
-            );
+        let max = if kind == "profile" {
+            MAX_PROFILES
+        } else {
+            MAX_ITEMS
+        };
+        if n > max {
+            cx.err(span.unwrap_or(0..0), PolicyError::TooMany { kind, max });
             return Err(cx.diags);
         }
     }
@@ -440,21 +444,20 @@ pub fn compile(src: &str, file: &str) -> Result<CompiledPolicy, Vec<Diagnostic>>
             .conduits
             .iter()
             .map(|c| c.topics.get_ref().len())
-            .sum::<usize>()
-        + model
-            .profiles
-            .iter()
-            .map(|p| p.publish.len() + p.subscribe.len())
             .sum::<usize>();
-    if filters > MAX_FILTERS_TOTAL {
-        cx.err(
-            0..0,
-            PolicyError::TooMany {
-                kind: "topic filter",
-                max: MAX_FILTERS_TOTAL,
-            },
-        );
-        return Err(cx.diags);
+    let rights = model
+        .profiles
+        .iter()
+        .map(|p| p.publish.len() + p.subscribe.len())
+        .sum::<usize>();
+    for (n, kind, max) in [
+        (filters, "namespace and conduit filter", MAX_FILTERS_TOTAL),
+        (rights, "profile right", MAX_PROFILE_FILTERS_TOTAL),
+    ] {
+        if n > max {
+            cx.err(0..0, PolicyError::TooMany { kind, max });
+            return Err(cx.diags);
+        }
     }
 
     let (cas, ca_index) = compile_cas(&mut cx, &model.cas);

@@ -22,7 +22,8 @@ pub use compile::{
     check_file, compile, CompiledPolicy, Conduit, ConduitId, Limits, Profile, ProfileId, Rate,
     Zone, ZoneId, DEFAULT_BYTES_PER_SECOND, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_QOS,
     DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MESSAGES_PER_SECOND, MAX_FILTERS_PER_LIST,
-    MAX_FILTERS_TOTAL, MAX_ITEMS, MAX_PAYLOAD_LIMIT, MAX_POLICY_BYTES,
+    MAX_FILTERS_TOTAL, MAX_ITEMS, MAX_PAYLOAD_LIMIT, MAX_POLICY_BYTES, MAX_PROFILES,
+    MAX_PROFILE_FILTERS_TOTAL,
 };
 pub use diagnostic::{Diagnostic, PolicyError};
 pub use eval::{
