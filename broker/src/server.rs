@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use converge_historian::api::ApiState;
+use converge_historian::api::{ApiState, QueryObserver, QueryRecord};
 use converge_historian::storage::{Storage, StorageConfig};
 
 use crate::config::Config;
@@ -290,7 +290,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if let Some(storage) = storage {
         if hist_cfg.api.enabled {
             let listener = bind("historian API", hist_cfg.api.bind).await?;
-            let state = ApiState::new(storage.clone(), storage.clone());
+            let mut state = ApiState::new(storage.clone(), storage.clone());
+            if let Some(audit) = broker
+                .audit
+                .clone()
+                .filter(|_| config.audit.historian_queries)
+            {
+                state = state.with_observer(Arc::new(AuditedQueries(audit)));
+            }
             let api = converge_historian::api::prepare(listener, hist_cfg.api.clone(), state)?;
             api_addr = Some(api.local_addr());
             let mut rx = shutdown_rx.clone();
@@ -498,6 +505,28 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// Historian API requests as audit records: who read which tags over which range, and how
+/// it ended.
+struct AuditedQueries(AuditLog);
+
+impl QueryObserver for AuditedQueries {
+    fn answered(&self, q: &QueryRecord<'_>) {
+        let outcome = match q.status {
+            403 => Outcome::Denied,
+            s if s >= 400 => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        let mut event = AuditEvent::new(Action::HistorianQuery, outcome)
+            .actor(q.identity)
+            .resource(format!("{}?{}", q.endpoint, q.query))
+            .reason(q.status.to_string());
+        if let Some(peer) = q.peer {
+            event = event.source(peer);
+        }
+        self.0.record(event);
     }
 }
 

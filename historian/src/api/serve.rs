@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::api::auth::ClientIdentity;
 use crate::api::config::{validate, ApiConfig, TlsConfig, LOCAL_IDENTITY};
 use crate::api::error::ApiError;
+use crate::api::observe::PeerAddr;
 use crate::api::{router, ApiState};
 
 /// Longest pause after a failed accept (file descriptors exhausted, say):
@@ -178,7 +179,7 @@ async fn connection(
     match tls {
         None => {
             let identity = ClientIdentity::new(LOCAL_IDENTITY);
-            http(stream, identity, app, timeout, stop).await;
+            http(stream, identity, peer, app, timeout, stop).await;
         }
         Some(acceptor) => {
             let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -205,7 +206,7 @@ async fn connection(
                 return;
             };
             tracing::Span::current().record("identity", cn.as_str());
-            http(stream, ClientIdentity::new(&cn), app, timeout, stop).await;
+            http(stream, ClientIdentity::new(&cn), peer, app, timeout, stop).await;
         }
     }
 }
@@ -214,6 +215,7 @@ async fn connection(
 async fn http<S>(
     stream: S,
     identity: ClientIdentity,
+    peer: SocketAddr,
     app: Router,
     timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -222,6 +224,7 @@ async fn http<S>(
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(identity.clone());
+        req.extensions_mut().insert(PeerAddr(peer));
         let mut app = app.clone();
         // Router is always ready (axum docs), so `call` needs no poll_ready.
         async move { app.call(req.map(axum::body::Body::new)).await }
