@@ -18,7 +18,7 @@ command -v mosquitto >/dev/null 2>&1 || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
 }
 if [ "${PROFILE:-release}" = release ]; then
-  cargo build --release --locked --workspace --all-targets >&2
+  cargo build --release --locked --workspace --bins >&2
   bin="$CARGO_TARGET_DIR/release"
 else # PROFILE=debug: a quick check of the script itself, not a measurement
   cargo test --locked --workspace --all-targets --no-run >&2
