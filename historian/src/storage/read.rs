@@ -333,7 +333,11 @@ fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, Storag
 
 /// Decodes a block and checks it against its key: the first point must be
 /// at the key's time and the points strictly increasing.
-fn decode_checked(tag: TagId, key: &[u8], bytes: &[u8]) -> Result<Vec<Point>, StorageError> {
+pub(crate) fn decode_checked(
+    tag: TagId,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<Point>, StorageError> {
     let points = decode_block(bytes).map_err(|source| StorageError::CorruptBlock {
         tag,
         key: key.to_vec(),
