@@ -140,6 +140,9 @@ pub fn summary<S: Source + ?Sized>(
                 src,
                 tag,
                 budget: &mut budget,
+                pending: None,
+                cache: Vec::new(),
+                all_levels: &levels,
             };
             for k in 0..count {
                 let (a, b) = (grid.bound(k), grid.bound(k.saturating_add(1)));
@@ -147,6 +150,7 @@ pub fn summary<S: Source + ?Sized>(
                     plan.tile(a, b, &levels, &mut fold)?;
                 }
             }
+            plan.flush(&mut fold)?;
         }
         // Short intervals: one streaming scan beats one plan per interval.
         _ => {
@@ -246,11 +250,28 @@ impl Fold<'_> {
 }
 
 /// Reads one interval at a time: the coarsest stored rollups that fit in
-/// it, then finer levels for the gaps and edges, then raw points.
+/// it, then finer levels for the gaps and edges, then raw points. Adjacent
+/// raw stretches are read together: the end of one interval and the start
+/// of the next usually lie in the same minute, hence the same block, and a
+/// block is decoded whole on every read.
 struct Plan<'a, S: ?Sized> {
     src: &'a S,
     tag: &'a str,
     budget: &'a mut Budget,
+    /// A raw stretch `[a, b)` not read yet.
+    pending: Option<(Timestamp, Timestamp)>,
+    /// Per resolution, the last rollups fetched and the range they cover.
+    cache: Vec<Fetched>,
+    /// Every resolution in use, finest first.
+    all_levels: &'a [RollupResolution],
+}
+
+/// Rollups of one resolution covering `[start, end)`.
+struct Fetched {
+    resolution: RollupResolution,
+    start: Timestamp,
+    end: Timestamp,
+    rollups: Vec<Rollup>,
 }
 
 impl<S: Source + ?Sized> Plan<'_, S> {
@@ -277,7 +298,7 @@ impl<S: Source + ?Sized> Plan<'_, S> {
         let mut cursor = x;
         while cursor < y {
             let chunk_end = add(cursor, width.saturating_mul(ROLLUP_CHUNK)).map_or(y, |e| e.min(y));
-            let Some(stored) = self.src.rollups(self.tag, coarsest, cursor, chunk_end)? else {
+            let Some(stored) = self.fetch(coarsest, cursor, chunk_end)? else {
                 // Not kept for this tag: the finer levels (or raw points) serve.
                 break;
             };
@@ -292,6 +313,7 @@ impl<S: Source + ?Sized> Plan<'_, S> {
                 if cursor < r.start() {
                     self.tile(cursor, r.start(), finer, fold)?;
                 }
+                self.flush(fold)?;
                 self.budget.spend(1)?;
                 fold.rollup(r)?;
                 cursor = r.end();
@@ -311,8 +333,76 @@ impl<S: Source + ?Sized> Plan<'_, S> {
         Ok(())
     }
 
-    /// `[a, b)` from raw points.
+    /// The stored rollups of `[x, y)`. Below the coarsest resolution the
+    /// read reaches on to the next coarser boundary and is kept: the two
+    /// edges around an interval boundary need the minutes of the same hour,
+    /// so they cost one read instead of two.
+    fn fetch(
+        &mut self,
+        resolution: RollupResolution,
+        x: Timestamp,
+        y: Timestamp,
+    ) -> Result<Option<Vec<Rollup>>, QueryError> {
+        let hit = self
+            .cache
+            .iter()
+            .find(|f| f.resolution == resolution && f.start <= x && y <= f.end);
+        if let Some(f) = hit {
+            let inside = f
+                .rollups
+                .iter()
+                .filter(|r| r.start() >= x && r.end() <= y)
+                .cloned()
+                .collect();
+            return Ok(Some(inside));
+        }
+        let coarser = self
+            .all_levels
+            .iter()
+            .map(|l| l.micros())
+            .find(|&w| w > resolution.micros());
+        let end = match coarser {
+            Some(w) => align_up(add(y, 1).unwrap_or(y), w).map_or(y, |e| e.max(y)),
+            None => y,
+        };
+        let Some(got) = self.src.rollups(self.tag, resolution, x, end)? else {
+            return Ok(None);
+        };
+        let inside = got
+            .iter()
+            .filter(|r| r.start() < y)
+            .cloned()
+            .collect::<Vec<_>>();
+        if end > y {
+            self.cache.retain(|f| f.resolution != resolution);
+            self.cache.push(Fetched {
+                resolution,
+                start: x,
+                end,
+                rollups: got,
+            });
+        }
+        Ok(Some(inside))
+    }
+
+    /// `[a, b)` from raw points: joined to the pending stretch if it
+    /// continues it, else read after it.
     fn raw(&mut self, a: Timestamp, b: Timestamp, fold: &mut Fold<'_>) -> Result<(), QueryError> {
+        match self.pending {
+            Some((pa, pb)) if pb == a => self.pending = Some((pa, b)),
+            _ => {
+                self.flush(fold)?;
+                self.pending = Some((a, b));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the pending raw stretch into `fold`.
+    fn flush(&mut self, fold: &mut Fold<'_>) -> Result<(), QueryError> {
+        let Some((a, b)) = self.pending.take() else {
+            return Ok(());
+        };
         let last = Timestamp::from_micros(b.micros().saturating_sub(1));
         scan(self.src, self.tag, a, last, self.budget, |p| fold.point(p))
     }

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use rocksdb::DBRawIterator;
 
 use crate::encoding::{
-    block_header, decode_block, decode_block_columns, decode_recent_point, Point, Timestamp,
+    block_header, decode_block, decode_block_columns, decode_block_window, decode_recent_point,
+    Point, Timestamp,
 };
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT};
 use crate::storage::write::RawBlock;
@@ -71,10 +72,7 @@ impl Storage {
             if !k.starts_with(&keys::tag_prefix(tag)) || k > end_key.as_slice() {
                 break;
             }
-            for p in decode_checked(tag, k, v)? {
-                if p.ts < start || p.ts > end {
-                    continue;
-                }
+            for p in decode_window_checked(tag, k, v, start, end)? {
                 while let Some(r) = recent.next_if(|r| r.ts < p.ts) {
                     out.push(r);
                     if out.len() >= limit {
@@ -119,9 +117,8 @@ impl Storage {
         bit.seek_for_prev(keys::series_key(tag, bound));
         let sealed = match (bit.key(), bit.value()) {
             (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-                decode_checked(tag, k, v)?
+                decode_window_checked(tag, k, v, Timestamp::from_micros(i64::MIN), bound)?
                     .into_iter()
-                    .take_while(|p| p.ts <= bound)
                     .last()
             }
             _ => {
@@ -331,13 +328,41 @@ fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, Storag
     }
 }
 
-/// Decodes a block and checks it against its key: the first point must be
-/// at the key's time and the points strictly increasing.
-pub(crate) fn decode_checked(
+/// The points of a block within `[from, to]`, decoding only as much as
+/// they need (`decode_block_window`), checked like `decode_checked`: the
+/// block starts at its key's time and the points returned strictly increase.
+pub(crate) fn decode_window_checked(
     tag: TagId,
     key: &[u8],
     bytes: &[u8],
+    from: Timestamp,
+    to: Timestamp,
 ) -> Result<Vec<Point>, StorageError> {
+    let corrupt = |source| StorageError::CorruptBlock {
+        tag,
+        key: key.to_vec(),
+        source,
+    };
+    let header = block_header(bytes).map_err(corrupt)?;
+    let points = decode_block_window(bytes, from, to).map_err(corrupt)?;
+    let key_ts = keys::parse_series_key(key).map(|(_, ts)| ts);
+    let consistent = Some(header.first_ts) == key_ts
+        && points.windows(2).all(|w| match w {
+            [a, b] => a.ts < b.ts,
+            _ => true,
+        });
+    if !consistent {
+        return Err(StorageError::CorruptRecord {
+            what: "block (key or order does not match its points)",
+            key: key.to_vec(),
+        });
+    }
+    Ok(points)
+}
+
+/// Decodes a block and checks it against its key: the first point must be
+/// at the key's time and the points strictly increasing.
+fn decode_checked(tag: TagId, key: &[u8], bytes: &[u8]) -> Result<Vec<Point>, StorageError> {
     let points = decode_block(bytes).map_err(|source| StorageError::CorruptBlock {
         tag,
         key: key.to_vec(),

@@ -38,7 +38,7 @@ use rocksdb::ReadOptions;
 use crate::encoding::{Point, Timestamp, ValueType};
 use crate::query::{bucket_end, bucket_start, Rollup, RollupResolution, RollupStream};
 use crate::storage::keys::{self, CF_BLOCKS, CF_ROLLUP_1H, CF_ROLLUP_1M};
-use crate::storage::read::decode_checked;
+use crate::storage::read::decode_window_checked;
 use crate::storage::write::Op;
 use crate::storage::{Storage, StorageError, TagId};
 
@@ -319,10 +319,7 @@ impl Storage {
             if !k.starts_with(&keys::tag_prefix(tag)) || k > end_key.as_slice() {
                 break;
             }
-            for p in decode_checked(tag, k, v)? {
-                if p.ts < from || p.ts >= to {
-                    continue;
-                }
+            for p in decode_window_checked(tag, k, v, from, last)? {
                 while let Some(n) = newer.next_if(|n| n.ts < p.ts) {
                     f(&n)?;
                 }
