@@ -45,6 +45,20 @@ wait_port() {
   return 1
 }
 
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# What the server spent: CPU microseconds per acknowledged message (robust to other load on
+# the machine, unlike messages/s) and its peak resident memory.
+server_cost() { # label, pid, ticks at start, ingest_bench output
+  local ticks acked hz
+  hz=$(getconf CLK_TCK)
+  ticks=$(( $(cpu_ticks "$2") - $3 ))
+  acked=$(sed -n 's/.* acked=\([0-9]*\) .*/\1/p' <<<"$4")
+  awk -v l="$1" -v t="$ticks" -v a="${acked:-0}" -v hz="$hz" -v rss="$(awk '/VmHWM/ {print $2}' "/proc/$2/status")" \
+    'BEGIN { printf "%10s server: %.2f CPU-us per message, peak RSS %d kB\n", l, (a > 0 ? t / hz * 1e6 / a : 0), rss }'
+}
+
 # One PKI for all: the development PKI Converge makes on first start.
 cat > "$work/base.toml" <<EOF
 data_dir = "$work/data"
@@ -104,11 +118,12 @@ run_converge() { # label, extra TOML, ingest_bench args...
   local pid=$!
   pids+=("$pid")
   wait_port 18883
-  "$bin/ingest_bench" --addr 127.0.0.1:18883 --ca "$pki/ca.pem" --ca-key "$pki/ca.key" \
-    --clients "$CLIENTS" --window "$WINDOW" --seconds "$SECS" --label "$label" "$@"
-  local rss
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  echo "$(printf '%10s' "$label") server peak RSS ${rss} kB"
+  local t0 out
+  t0=$(cpu_ticks "$pid")
+  out=$("$bin/ingest_bench" --addr 127.0.0.1:18883 --ca "$pki/ca.pem" --ca-key "$pki/ca.key" \
+    --clients "$CLIENTS" --window "$WINDOW" --seconds "$SECS" --label "$label" "$@")
+  echo "$out"
+  server_cost "$label" "$pid" "$t0" "$out"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
@@ -149,9 +164,11 @@ for sub in "" "--subscribe"; do
   mpid=$!
   pids+=("$mpid")
   wait_port 18884
-  "$bin/ingest_bench" --addr 127.0.0.1:18884 --ca "$pki/ca.pem" --ca-key "$pki/ca.key" \
-    --clients "$CLIENTS" --window "$WINDOW" --seconds "$SECS" --label "mosq${sub:+ +sub}" $sub
-  echo "$(printf '%10s' mosquitto) server peak RSS $(awk '/VmHWM/ {print $2}' "/proc/$mpid/status") kB"
+  t0=$(cpu_ticks "$mpid")
+  out=$("$bin/ingest_bench" --addr 127.0.0.1:18884 --ca "$pki/ca.pem" --ca-key "$pki/ca.key" \
+    --clients "$CLIENTS" --window "$WINDOW" --seconds "$SECS" --label "mosq${sub:+ +sub}" $sub)
+  echo "$out"
+  server_cost "mosq${sub:+ +sub}" "$mpid" "$t0" "$out"
   kill "$mpid"
   wait "$mpid" 2>/dev/null || true
 done
