@@ -108,6 +108,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut dev_pki = None;
     let mut quic_server = None;
     let mut verifier = None;
+    let mut mqtt_ca = None;
     let acceptor = if tls_cfg.enabled || quic_cfg.enabled {
         let (ca, cert, key, dev_crl) =
             match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
@@ -156,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .then(|| tls::server_config(v.clone(), &cert, &key).map(TlsAcceptor::from))
             .transpose()?;
         verifier = Some(v);
+        mqtt_ca = Some(ca);
         acceptor
     } else {
         None
@@ -297,6 +299,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 .filter(|_| config.audit.historian_queries)
             {
                 state = state.with_observer(Arc::new(AuditedQueries(audit)));
+            }
+            // IT applications with certificates from the devices' CA get the same checks as
+            // devices: its CRL (revocation reaches the API too) and the end-entity rules.
+            if let (Some(api_tls), Some(ca), Some(v)) =
+                (&hist_cfg.api.tls, &mqtt_ca, broker.client_verifier())
+            {
+                if same_file(&api_tls.ca_file, ca) {
+                    state = state.with_client_verifier(v);
+                }
             }
             let api = converge_historian::api::prepare(listener, hist_cfg.api.clone(), state)?;
             api_addr = Some(api.local_addr());
@@ -505,6 +516,13 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

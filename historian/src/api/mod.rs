@@ -77,6 +77,7 @@ pub struct ApiState {
     catalog: Arc<dyn Catalog + Send + Sync>,
     metrics: Arc<ApiMetrics>,
     observer: Option<Arc<dyn QueryObserver>>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl ApiState {
@@ -90,7 +91,19 @@ impl ApiState {
             catalog,
             metrics: Arc::new(ApiMetrics::new()),
             observer: None,
+            client_verifier: None,
         }
+    }
+
+    /// Over HTTPS, checks client certificates with `verifier` instead of one built from
+    /// `tls.ca_file` alone: the server passes the MQTT listeners' verifier (CRLs, RFC 5280
+    /// end-entity rules) when both trust the same CA file.
+    pub fn with_client_verifier(
+        mut self,
+        verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Self {
+        self.client_verifier = Some(verifier);
+        self
     }
 
     /// Reports every answered request to `observer` (the server's audit log).

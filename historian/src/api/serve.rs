@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -75,7 +76,12 @@ pub fn prepare(
 ) -> Result<Prepared, ApiError> {
     let local = listener.local_addr()?;
     check(&config, local)?;
-    let tls = config.tls.as_ref().map(acceptor).transpose()?;
+    let verifier = state.client_verifier.clone();
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| acceptor(tls, verifier))
+        .transpose()?;
     let app = router(&config, state)?;
     Ok(Prepared {
         listener,
@@ -257,7 +263,10 @@ fn common_name(der: &[u8]) -> Option<String> {
 
 /// The rustls acceptor: our chain and key, client certificates required
 /// and verified against `ca_file`.
-fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ApiError> {
+fn acceptor(
+    tls: &TlsConfig,
+    shared_verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<TlsAcceptor, ApiError> {
     let file_err = |key: &'static str, path: &Path, reason: String| ApiError::TlsFile {
         key,
         path: path.to_owned(),
@@ -288,9 +297,12 @@ fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ApiError> {
     let key = PrivateKeyDer::from_pem_file(&tls.key_file)
         .map_err(|e| file_err("key_file", &tls.key_file, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ApiError::Tls(e.to_string()))?;
+    let verifier = match shared_verifier {
+        Some(v) => v,
+        None => WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| ApiError::Tls(e.to_string()))?,
+    };
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ApiError::Tls(e.to_string()))?
