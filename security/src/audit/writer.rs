@@ -288,16 +288,27 @@ impl AuditLog {
 
     /// Test hook: holds the writer before it handles its next message, so
     /// tests can fill the queue without sleeping. Not for production use.
+    /// Returns once the writer is parked and the queue is empty.
     #[doc(hidden)]
     pub fn pause_writer_for_test(&self) {
-        *lock(&self.inner.shared.paused) = true;
+        let shared = &self.inner.shared;
+        lock(&shared.paused).requested = true;
+        // The writer parks where it takes this message, so nothing sent
+        // after it has been taken.
+        if self.inner.tx.send(Msg::Park).is_err() {
+            return;
+        }
+        let gate = lock(&shared.paused);
+        let _parked = shared
+            .resume
+            .wait_while(gate, |g| !g.parked)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// Test hook: releases [`pause_writer_for_test`](Self::pause_writer_for_test).
     #[doc(hidden)]
     pub fn resume_writer_for_test(&self) {
-        *lock(&self.inner.shared.paused) = false;
-        self.inner.shared.resume.notify_all();
+        self.inner.shared.resume_writer();
     }
 }
 
@@ -315,6 +326,8 @@ enum Msg {
     /// Something is in the overflow list.
     Wake,
     Flush(SyncSender<Result<(), String>>),
+    /// Test hook: wait at the gate until resumed.
+    Park,
     Shutdown(SyncSender<Result<(), String>>),
 }
 
@@ -332,6 +345,9 @@ impl Inner {
         let Some(handle) = lock(&self.thread).take() else {
             return Ok(());
         };
+        // A writer held by the test hook (say, by a test that failed while
+        // it was paused) must not turn shutdown into a hang.
+        self.shared.resume_writer();
         let (tx, rx) = mpsc::sync_channel(1);
         let result = if self.tx.send(Msg::Shutdown(tx)).is_ok() {
             match rx.recv() {
@@ -373,8 +389,16 @@ struct Shared {
     failed: AtomicBool,
     overflow: Mutex<Vec<Event>>,
     overflow_capacity: usize,
-    paused: Mutex<bool>,
+    paused: Mutex<Gate>,
     resume: Condvar,
+}
+
+/// The test hook's gate in front of the writer.
+#[derive(Default)]
+struct Gate {
+    requested: bool,
+    /// The writer is waiting at the gate.
+    parked: bool,
 }
 
 impl Shared {
@@ -396,11 +420,22 @@ impl Shared {
     }
 
     fn wait_while_paused(&self) {
-        let paused = lock(&self.paused);
-        let _unpaused = self
+        let mut gate = lock(&self.paused);
+        if !gate.requested {
+            return;
+        }
+        gate.parked = true;
+        self.resume.notify_all();
+        let mut gate = self
             .resume
-            .wait_while(paused, |p| *p)
+            .wait_while(gate, |g| g.requested)
             .unwrap_or_else(PoisonError::into_inner);
+        gate.parked = false;
+    }
+
+    fn resume_writer(&self) {
+        lock(&self.paused).requested = false;
+        self.resume.notify_all();
     }
 }
 
@@ -436,7 +471,7 @@ impl Batch {
     fn take(&mut self, m: Msg) {
         match m {
             Msg::Event(e) => self.events.push(e),
-            Msg::Wake => {}
+            Msg::Wake | Msg::Park => {}
             Msg::Flush(r) => self.flushes.push(r),
             Msg::Shutdown(r) => self.shutdown = Some(r),
         }
@@ -464,14 +499,13 @@ impl Writer {
             let mut batch = Batch::default();
             let mut disconnected = false;
             match self.next_message() {
-                Ok(m) => batch.take(m),
+                Ok(m) => self.take(&mut batch, m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => disconnected = true,
             }
-            self.shared.wait_while_paused();
             while batch.events.len() < MAX_BATCH && batch.shutdown.is_none() {
                 match self.rx.try_recv() {
-                    Ok(m) => batch.take(m),
+                    Ok(m) => self.take(&mut batch, m),
                     Err(_) => break,
                 }
             }
@@ -506,6 +540,13 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    fn take(&self, batch: &mut Batch, m: Msg) {
+        if let Msg::Park = m {
+            self.shared.wait_while_paused();
+        }
+        batch.take(m);
     }
 
     /// Blocks for the next message, but not past the next time checkpoint
