@@ -368,20 +368,7 @@ impl Default for HistorianConfig {
     fn default() -> Self {
         HistorianConfig {
             enabled: true,
-            rules: vec![RuleConfig {
-                filter: "spBv1.0/#".to_owned(),
-                decoder: Decoder::Sparkplug,
-                tag: None,
-                unit: None,
-                description: None,
-                retention: None,
-                deadband: None,
-                value_type: None,
-                value_pointer: None,
-                timestamp_pointer: None,
-                quality_pointer: None,
-                name_pointer: None,
-            }],
+            rules: vec![RuleConfig::new("spBv1.0/#", Decoder::Sparkplug)],
             seal_threshold: TARGET_POINTS_PER_BLOCK,
             retention_interval_secs: 3_600,
             rebirth_interval_secs: 10,

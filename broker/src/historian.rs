@@ -153,13 +153,14 @@ pub fn timestamp_ms(ms: u64) -> Timestamp {
 }
 
 /// The decoder totals by metric label.
-fn events(c: &Counters) -> [(&'static str, u64); 13] {
+fn events(c: &Counters) -> [(&'static str, u64); 14] {
     [
         ("message", c.messages),
         ("unrouted", c.unrouted),
         ("ignored", c.ignored),
         ("point", c.points),
         ("deadband_dropped", c.deadband_dropped),
+        ("exception_dropped", c.exception_dropped),
         ("sparkplug_seq_gap", c.seq_gaps),
         ("sparkplug_unknown_alias", c.unknown_aliases),
         ("sparkplug_unknown_metric", c.unknown_metrics),
@@ -183,8 +184,14 @@ pub fn plan_points(ws: &mut WriteSet<'_>, points: &[TagPoint], metrics: &Metrics
             unit: p.meta.unit.as_deref().unwrap_or_default().to_owned(),
             description: p.meta.description.as_deref().unwrap_or_default().to_owned(),
             retention: p.meta.retention,
+            lossy: p.meta.lossy.unwrap_or_default(),
         };
-        match ws.ensure_tag(meta) {
+        // A rule's compression settings follow the rule when it changes.
+        let lossy = p.meta.lossy;
+        match ws
+            .ensure_tag(meta)
+            .and_then(|id| lossy.map_or(Ok(()), |l| ws.set_lossy(id, l)).map(|()| id))
+        {
             Ok(id) => refs.push((TagRef::Id(id), p.point.clone())),
             Err(e) => {
                 metrics

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub historian_points_replaced: IntCounter,
     pub historian_points_rejected: IntCounterVec,
     pub historian_blocks_written: IntCounter,
+    pub historian_points_compressed: IntCounter,
     pub historian_tags: IntGauge,
     pub historian_stored_points: IntGauge,
     pub historian_stored_bytes: IntGauge,
@@ -186,6 +187,10 @@ impl Metrics {
                 "historian_blocks_written_total",
                 "Compressed blocks sealed or rewritten",
             ),
+            historian_points_compressed: counter(
+                "historian_points_compressed_total",
+                "Points that swinging-door compression (CompDev) left out of sealed blocks",
+            ),
             historian_tags: gauge("historian_tags", "Tags in the historian"),
             historian_stored_points: gauge(
                 "historian_stored_points",
@@ -237,6 +242,7 @@ impl Metrics {
             Box::new(m.historian_points_replaced.clone()),
             Box::new(m.historian_points_rejected.clone()),
             Box::new(m.historian_blocks_written.clone()),
+            Box::new(m.historian_points_compressed.clone()),
             Box::new(m.historian_tags.clone()),
             Box::new(m.historian_stored_points.clone()),
             Box::new(m.historian_stored_bytes.clone()),

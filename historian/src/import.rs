@@ -222,6 +222,8 @@ where
         unit: None,
         description: Some(Arc::from("imported from CSV")),
         retention: None,
+        // An import keeps the compression settings of tags that exist.
+        lossy: None,
     };
     let mut summary = ImportSummary::default();
     let mut batch = Vec::new();

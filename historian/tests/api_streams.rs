@@ -275,17 +275,24 @@ async fn tag_search_and_metadata() {
     let r = get(s.addr, "/api/v1/tags/plant1/temp").await;
     assert_eq!(
         r.json(),
-        json!({"name": "plant1/temp", "value_type": "f64", "unit": "°C", "description": "reactor temperature", "retention_seconds": 2592000, "step": false})
+        json!({"name": "plant1/temp", "value_type": "f64", "unit": "°C", "description": "reactor temperature",
+               "retention_seconds": 2592000, "step": false, "exception": null, "compression": null})
+    );
+    let r = get(s.addr, "/api/v1/tags/plant2/flow").await;
+    assert_eq!(
+        r.json()["compression"],
+        json!({"deviation": 0.5, "max_seconds": 28800})
     );
     let r = get(s.addr, "/api/v1/tags?q=plant2*&format=csv").await;
     assert_eq!(
         r.body,
-        "name,value_type,unit,description,retention_seconds,step\r\nplant2/flow,f64,,,,false\r\n"
+        "name,value_type,unit,description,retention_seconds,step,exc_dev,exc_max_seconds,comp_dev,comp_max_seconds\r\n\
+         plant2/flow,f64,m³/h,Feed to the Reactor,,false,,,0.5,28800\r\n"
     );
 
     // Metrics counted the requests.
     assert_eq!(s.state.metrics().requests("tags", 200), 4);
-    assert_eq!(s.state.metrics().requests("tag", 200), 1);
+    assert_eq!(s.state.metrics().requests("tag", 200), 2);
     assert_eq!(s.state.metrics().latency("tags").count, 4);
     let m = get(s.addr, "/api/v1/metrics").await;
     assert!(
@@ -294,5 +301,78 @@ async fn tag_search_and_metadata() {
         "{}",
         m.body
     );
+    s.stop().await.unwrap();
+}
+
+/// Names in a search answer.
+fn found(r: &Resp) -> Vec<String> {
+    r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn tag_search_by_unit_description_and_value_type() {
+    let s = start(ApiConfig::default()).await;
+    let cases: [(&str, &[&str]); 11] = [
+        // Unit: whole, ignoring case; empty = no unit.
+        ("unit=%C2%B0C", &["plant1/temp"]),
+        ("unit=%C2%B0c", &["plant1/temp"]),
+        ("unit=C", &[]),
+        (
+            "unit=&q=plant1/*",
+            &["plant1/count", "plant1/empty", "plant1/state"],
+        ),
+        // Description: a substring, ignoring case.
+        ("description=reactor", &["plant1/temp", "plant2/flow"]),
+        ("description=FEED", &["plant2/flow"]),
+        // Value type, repeatable, PI-style names too.
+        ("value_type=str", &["plant1/state"]),
+        (
+            "value_type=I64&value_type=string",
+            &["plant1/count", "plant1/state"],
+        ),
+        // Everything together, with the name pattern.
+        (
+            "q=plant1/*&value_type=f64",
+            &["plant1/empty", "plant1/temp"],
+        ),
+        (
+            "q=plant1/*&value_type=f64&description=reactor",
+            &["plant1/temp"],
+        ),
+        (
+            "q=plant2/*&unit=m%C2%B3/h&description=reactor&value_type=f64",
+            &["plant2/flow"],
+        ),
+    ];
+    for (query, want) in cases {
+        let r = get(s.addr, &format!("/api/v1/tags?{query}")).await;
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        assert_eq!(found(&r), want, "{query}");
+    }
+    let r = get(s.addr, "/api/v1/tags?value_type=text").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_parameter"));
+    assert_eq!(r.json()["error"]["parameter"], "value_type");
+    let r = get(s.addr, "/api/v1/tags?unit=a&unit=b").await;
+    assert_eq!(r.status, 400, "a filter given twice");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tag_search_filters_leave_hidden_tags_hidden() {
+    let mut config = ApiConfig::default();
+    config.clients = vec![converge_historian::api::ClientConfig::new(
+        converge_historian::api::LOCAL_IDENTITY,
+        &["plant2/*"],
+    )];
+    let s = start(config).await;
+    let r = get(s.addr, "/api/v1/tags?description=reactor").await;
+    assert_eq!(found(&r), ["plant2/flow"]);
+    let r = get(s.addr, "/api/v1/tags?description=reactor&limit=1").await;
+    assert_eq!(found(&r), ["plant2/flow"], "hidden tags use up no limit");
     s.stop().await.unwrap();
 }

@@ -398,6 +398,62 @@ fn search_and_latest_many() {
 }
 
 #[test]
+fn catalog_search_by_metadata_and_lossy_settings_shown() {
+    use converge_historian::api::{Catalog, TagQuery};
+    use converge_historian::encoding::lossy::{CompressionConfig, LossyConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open_standalone(dir.path(), config()).unwrap();
+    let mut temp = TagMeta::new("plant/a/temp", ValueType::F64);
+    temp.unit = "°C".into();
+    temp.description = "Reactor inlet".into();
+    temp.lossy = LossyConfig {
+        compression: Some(CompressionConfig {
+            deviation: 0.2,
+            max_interval: Duration::from_secs(3600),
+        }),
+        ..LossyConfig::default()
+    };
+    s.ensure_tag(temp).unwrap();
+    let mut count = TagMeta::new("plant/a/count", ValueType::I64);
+    count.description = "reactor batches".into();
+    s.ensure_tag(count).unwrap();
+    s.ensure_tag(TagMeta::new("plant/b/state", ValueType::Str))
+        .unwrap();
+    let names = |q: TagQuery, visible: &dyn Fn(&str) -> bool| -> Vec<String> {
+        Catalog::search(&s, &q, 10, visible)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    };
+    let all = |_: &str| true;
+    assert_eq!(
+        names(TagQuery::new("*").description("REACTOR"), &all),
+        ["plant/a/count", "plant/a/temp"]
+    );
+    assert_eq!(names(TagQuery::new("*").unit("°c"), &all), ["plant/a/temp"]);
+    assert_eq!(
+        names(TagQuery::new("plant/*").unit(""), &all),
+        ["plant/a/count", "plant/b/state"]
+    );
+    assert_eq!(
+        names(
+            TagQuery::new("*").value_types(&[ValueType::Str, ValueType::I64]),
+            &all
+        ),
+        ["plant/a/count", "plant/b/state"]
+    );
+    assert_eq!(
+        names(TagQuery::new("*").description("reactor"), &|n| n
+            .ends_with("temp")),
+        ["plant/a/temp"]
+    );
+    let info = Catalog::tag(&s, "plant/a/temp").unwrap().unwrap();
+    assert_eq!(info.compression.map(|c| c.deviation), Some(0.2));
+    assert_eq!(info.exception, None);
+}
+
+#[test]
 fn plan_joins_a_foreign_batch_and_abandoned_plans_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open_standalone(dir.path(), config()).unwrap();

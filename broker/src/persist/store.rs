@@ -378,6 +378,7 @@ impl Writer {
                     m.historian_points_written.inc_by(summary.points);
                     m.historian_points_replaced.inc_by(summary.replaced);
                     m.historian_blocks_written.inc_by(summary.blocks_written);
+                    m.historian_points_compressed.inc_by(summary.compressed_out);
                     m.historian_tags.add(summary.tags_created as i64);
                 }
                 Ok(())

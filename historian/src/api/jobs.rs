@@ -10,12 +10,13 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 
 use crate::api::auth::ClientIdentity;
-use crate::api::catalog::TagInfo;
+use crate::api::catalog::{TagInfo, TagQuery};
 use crate::api::error::RequestError;
 use crate::api::handlers::{deadline_error, Shared};
 use crate::api::output::{Output, TagPoints};
 use crate::api::params::{
-    parse_boundary, parse_interval, parse_mode, parse_summary_types, parse_weighting, Params,
+    parse_boundary, parse_interval, parse_mode, parse_summary_types, parse_value_type,
+    parse_weighting, Params,
 };
 use crate::api::token;
 use crate::encoding::Timestamp;
@@ -360,7 +361,15 @@ const PLOT_DEFAULT_INTERVALS: u32 = 24;
 const DEFAULT_SEARCH_LIMIT: usize = 100;
 
 pub(crate) fn tags_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestError> {
-    params.check(&["q", "limit", "format", "time_format"])?;
+    params.check(&[
+        "q",
+        "limit",
+        "unit",
+        "description",
+        "value_type",
+        "format",
+        "time_format",
+    ])?;
     let pattern = params.one("q")?.unwrap_or("*");
     if pattern.chars().count() > MAX_PATTERN_LEN {
         return Err(RequestError::bad(
@@ -383,9 +392,23 @@ pub(crate) fn tags_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestErro
             format!("limit {limit} is over the maximum of {max}"),
         ));
     }
+    let mut query = TagQuery::new(pattern);
+    if let Some(unit) = params.one("unit")? {
+        query = query.unit(unit);
+    }
+    if let Some(text) = params.one("description")? {
+        query = query.description(text);
+    }
+    let mut types = Vec::new();
+    for t in params.all("value_type") {
+        types.push(
+            parse_value_type(t).map_err(|m| RequestError::bad("bad_parameter", "value_type", m))?,
+        );
+    }
+    query = query.value_types(&types);
     let visible = |name: &str| ctx.shared.access.authorize(&ctx.identity, name);
     Ok(Output::Tags(
-        ctx.shared.catalog.search(pattern, limit, &visible)?,
+        ctx.shared.catalog.search(&query, limit, &visible)?,
     ))
 }
 

@@ -42,7 +42,7 @@ use tokio::sync::Semaphore;
 
 pub use crate::pattern::{matches as pattern_matches, MAX_PATTERN_LEN};
 pub use auth::{Access, ClientIdentity};
-pub use catalog::{Catalog, CatalogError, MemCatalog, TagInfo};
+pub use catalog::{Catalog, CatalogError, MemCatalog, TagInfo, TagQuery};
 pub use config::{ApiConfig, ClientConfig, LimitsConfig, TlsConfig, LOCAL_IDENTITY};
 pub use error::{ApiError, RequestError};
 pub use metrics::{ApiMetrics, Latency};

@@ -76,6 +76,10 @@ pub fn negotiate(
     Ok((format, time_format))
 }
 
+/// Header of the tags' CSV.
+const TAG_CSV_HEADER: &str = "name,value_type,unit,description,retention_seconds,step,\
+     exc_dev,exc_max_seconds,comp_dev,comp_max_seconds\r\n";
+
 /// One tag's points with its continuation token (recorded only).
 #[derive(Clone, Debug)]
 pub struct TagPoints {
@@ -221,13 +225,13 @@ impl Output {
                 }
             }
             Output::Tags(items) => {
-                out.push_str("name,value_type,unit,description,retention_seconds,step\r\n");
+                out.push_str(TAG_CSV_HEADER);
                 for i in &items {
                     tag_line(&mut out, i);
                 }
             }
             Output::Tag(info) => {
-                out.push_str("name,value_type,unit,description,retention_seconds,step\r\n");
+                out.push_str(TAG_CSV_HEADER);
                 tag_line(&mut out, &info);
             }
         }
@@ -281,6 +285,14 @@ fn tag_json(i: &TagInfo) -> Json {
         "description": i.description,
         "retention_seconds": i.retention.map(|d| d.as_secs()),
         "step": i.step,
+        "exception": i.exception.map(|e| json!({
+            "deviation": finite(e.deviation),
+            "max_seconds": e.max_interval.as_secs(),
+        })),
+        "compression": i.compression.map(|c| json!({
+            "deviation": finite(c.deviation),
+            "max_seconds": c.max_interval.as_secs(),
+        })),
     })
 }
 
@@ -288,6 +300,24 @@ fn tag_line(out: &mut String, i: &TagInfo) {
     let retention = i
         .retention
         .map(|d| d.as_secs().to_string())
+        .unwrap_or_default();
+    let (exc_dev, exc_max) = i
+        .exception
+        .map(|e| {
+            (
+                e.deviation.to_string(),
+                e.max_interval.as_secs().to_string(),
+            )
+        })
+        .unwrap_or_default();
+    let (comp_dev, comp_max) = i
+        .compression
+        .map(|c| {
+            (
+                c.deviation.to_string(),
+                c.max_interval.as_secs().to_string(),
+            )
+        })
         .unwrap_or_default();
     line(
         out,
@@ -298,6 +328,10 @@ fn tag_line(out: &mut String, i: &TagInfo) {
             i.description.as_deref().unwrap_or(""),
             &retention,
             if i.step { "true" } else { "false" },
+            &exc_dev,
+            &exc_max,
+            &comp_dev,
+            &comp_max,
         ],
     );
 }

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::error::RequestError;
-use crate::encoding::Timestamp;
+use crate::encoding::{Timestamp, ValueType};
 use crate::query::{Boundary, Interpolation, RetrievalMode, SummaryKind};
 
 /// Longest parameter value accepted (tag names, patterns, tokens, times).
@@ -255,6 +255,17 @@ pub fn parse_weighting(s: &str) -> Result<Interpolation, String> {
         "linear" => Ok(Interpolation::Linear),
         "step" => Ok(Interpolation::Step),
         _ => Err(format!("{s:?} is not one of linear, step")),
+    }
+}
+
+/// `f64`, `i64`, `bool` or `str` (`string` too, as in the rules).
+pub fn parse_value_type(s: &str) -> Result<ValueType, String> {
+    match norm(s).as_str() {
+        "f64" => Ok(ValueType::F64),
+        "i64" => Ok(ValueType::I64),
+        "bool" => Ok(ValueType::Bool),
+        "str" | "string" => Ok(ValueType::Str),
+        _ => Err(format!("{s:?} is not one of f64, i64, bool, str")),
     }
 }
 

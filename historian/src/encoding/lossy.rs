@@ -19,6 +19,11 @@ use std::time::Duration;
 
 use crate::encoding::{Point, Value};
 
+/// PI's default `ExcMax`: a value is reported at least every 10 minutes.
+pub const DEFAULT_EXC_MAX: Duration = Duration::from_secs(600);
+/// PI's default `CompMax`: a value is archived at least every 8 hours.
+pub const DEFAULT_COMP_MAX: Duration = Duration::from_secs(8 * 3600);
+
 /// Per-tag lossy settings. The default is lossless: both filters off.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossyConfig {
@@ -132,13 +137,10 @@ impl ExceptionFilter {
 
     /// Feeds one point; reported points are appended to `out`.
     pub fn push(&mut self, point: Point, out: &mut Vec<Point>) {
-        let pass = match &self.last_sent {
-            None => true,
-            Some(s) => {
-                micros_between(s, &point) >= duration_micros(self.config.max_interval)
-                    || !within(s, &point, self.config.deviation)
-            }
-        };
+        let pass = self
+            .last_sent
+            .as_ref()
+            .is_none_or(|s| exception_passes(s, &point, &self.config));
         if pass {
             out.extend(self.held.take());
             self.last_sent = Some(point.clone());
@@ -256,6 +258,28 @@ impl SwingingDoor {
         self.held = None;
         out.push(point);
     }
+}
+
+/// PI's exception test: whether `point` must be reported after `last_sent`,
+/// the last reported value. It passes when it is `ExcMax` or more after it,
+/// or differs by more than `ExcDev` from it; any change of type, quality or
+/// of a non-numeric value (bool, text, NaN, infinity) passes too.
+pub fn exception_passes(last_sent: &Point, point: &Point, config: &ExceptionConfig) -> bool {
+    micros_between(last_sent, point) >= duration_micros(config.max_interval)
+        || !within(last_sent, point, config.deviation)
+}
+
+/// Swinging-door compression of one run of points in time order: the first
+/// and the last point are always kept, and every dropped point lies within
+/// `config.deviation` of the line between the kept points on either side.
+pub fn compress(points: impl IntoIterator<Item = Point>, config: &CompressionConfig) -> Vec<Point> {
+    let mut door = SwingingDoor::new(*config);
+    let mut out = Vec::new();
+    for p in points {
+        door.push(p, &mut out);
+    }
+    door.finish(&mut out);
+    out
 }
 
 /// Microseconds from `a` to `b` (saturating).

@@ -72,6 +72,40 @@ pub enum RuleErrorKind {
     /// A deadband that is negative or not finite.
     #[error("invalid deadband {0}: must be finite and not negative")]
     InvalidDeadband(f64),
+    /// `exc_dev` or `comp_dev` negative or not finite.
+    #[error("invalid {key} {value}: must be finite and not negative")]
+    InvalidDeviation {
+        /// The configuration key.
+        key: &'static str,
+        /// The value as written.
+        value: f64,
+    },
+    /// `exc_max` or `comp_max` is not a duration such as "10m".
+    #[error("invalid {key} {value:?}: {reason}")]
+    InvalidTimeLimit {
+        /// The configuration key.
+        key: &'static str,
+        /// The value as written.
+        value: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// A key given without the key it qualifies (`exc_max` without `exc_dev`).
+    #[error("{key} needs {needs}")]
+    KeyNeeds {
+        /// The key given.
+        key: &'static str,
+        /// The key it needs.
+        needs: &'static str,
+    },
+    /// Two keys that cannot be used together.
+    #[error("{key} and {other} cannot be used together")]
+    KeyConflict {
+        /// The first key.
+        key: &'static str,
+        /// The other key.
+        other: &'static str,
+    },
     /// A key that means nothing for this rule's decoder.
     #[error("{key} does not apply to decoder {decoder}")]
     KeyNotForDecoder {

@@ -12,8 +12,12 @@
 //!    BIRTH/DEATH state, aliases and `seq` checks). The rule's template names
 //!    each tag and the rule supplies unit, description and retention
 //!    (`TagMeta`), so storage can create a tag the first time it sees it.
-//! 3. The rule's deadband drops points too close to the last stored one.
-//!    Points are never held back: each is stored or dropped on arrival.
+//! 3. The rule's deadband drops points too close to the last stored one; or
+//!    PI's exception test (`exc_dev`, `exc_max`) holds them back and stores
+//!    the last held one when a later point passes (see `deadband`). Each
+//!    point is stored or not when its message is decoded. Swinging-door
+//!    compression (`comp_dev`) is not applied here: the rule puts it in the
+//!    tag's metadata and storage applies it when it seals a block.
 //!
 //! A message that cannot be read at all is an `Err`; a bad point or metric
 //! inside a good message is dropped and listed in `Decoded::rejected`. Either
@@ -36,6 +40,7 @@ mod template;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::encoding::lossy::LossyConfig;
 use crate::encoding::{Point, Quality, Severity, Timestamp, Value, ValueType};
 
 pub use error::{ErrorKind, IngestError, RuleError, RuleErrorKind};
@@ -48,7 +53,7 @@ pub use rules::{
 pub use sparkplug::RebirthRequest;
 pub use template::MAX_TAG_NAME_LEN;
 
-use deadband::LastValues;
+use deadband::{Exception, LastValues};
 
 /// Default `IngestLimits::max_points_per_message`: a Sparkplug BIRTH of a
 /// large PLC has a few thousand metrics; more in one PUBLISH is a mistake
@@ -120,6 +125,11 @@ pub struct TagMeta {
     pub description: Option<Arc<str>>,
     /// How long points are kept; `None` = forever.
     pub retention: Option<Duration>,
+    /// The rule's exception and compression settings (both off unless
+    /// configured); storage keeps the compression setting with the tag and
+    /// follows the rule when it changes. `None`: no rule (CSV import), the
+    /// tag keeps its own settings.
+    pub lossy: Option<LossyConfig>,
 }
 
 /// One point of one tag.
@@ -161,6 +171,9 @@ pub struct Counters {
     pub points: u64,
     /// Points dropped by a deadband.
     pub deadband_dropped: u64,
+    /// Points dropped by the exception test (held back, then replaced by a
+    /// later held point; the one held now is not counted until then).
+    pub exception_dropped: u64,
     /// Sparkplug `seq` values that did not follow the previous one.
     pub seq_gaps: u64,
     /// Sparkplug DATA metrics with an alias absent from the BIRTH.
@@ -297,15 +310,33 @@ impl Ingest {
         }
         let mut points = Vec::with_capacity(candidates.len());
         for c in candidates {
-            if !c.historical {
-                if let Some(band) = rule.deadband {
-                    if self.last.within_deadband(&c.tag_point, band) {
-                        bump(&mut counters.deadband_dropped, 1);
+            if c.historical {
+                points.push(c.tag_point);
+                continue;
+            }
+            if let Some(exception) = &rule.lossy.exception {
+                match self.last.exception(&c.tag_point, exception) {
+                    Exception::Hold { dropped_held } => {
+                        bump(&mut counters.exception_dropped, usize::from(dropped_held));
                         continue;
                     }
+                    Exception::Report { held: Some(held) } => points.push(TagPoint {
+                        tag: c.tag_point.tag.clone(),
+                        point: held,
+                        meta: c.tag_point.meta.clone(),
+                    }),
+                    Exception::Report { held: None } => {}
                 }
-                self.last.update(&c.tag_point);
+                points.push(c.tag_point);
+                continue;
             }
+            if let Some(band) = rule.deadband {
+                if self.last.within_deadband(&c.tag_point, band) {
+                    bump(&mut counters.deadband_dropped, 1);
+                    continue;
+                }
+            }
+            self.last.update(&c.tag_point);
             points.push(c.tag_point);
         }
         bump(&mut counters.messages, 1);
@@ -379,6 +410,7 @@ pub(crate) fn rule_meta(rule: &Rule, value_type: ValueType) -> TagMeta {
         unit: rule.unit.clone(),
         description: rule.description.clone(),
         retention: rule.retention,
+        lossy: Some(rule.lossy),
     }
 }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::encoding::lossy::{
+    CompressionConfig, ExceptionConfig, LossyConfig, DEFAULT_COMP_MAX, DEFAULT_EXC_MAX,
+};
 use crate::encoding::ValueType;
 use crate::ingest::error::{RuleError, RuleErrorKind};
 use crate::ingest::filter::TopicFilter;
@@ -38,7 +41,22 @@ pub struct RuleConfig {
     /// How long points are kept, e.g. "365d", "12h"; absent = forever.
     pub retention: Option<String>,
     /// Absolute deadband in engineering units; absent = keep every point.
+    /// Exception deviation without PI's hold-back and without a time limit;
+    /// not together with `exc_dev`.
     pub deadband: Option<f64>,
+    /// PI `ExcDev`: exception deviation in engineering units, applied as
+    /// points arrive; absent = every point is reported.
+    pub exc_dev: Option<f64>,
+    /// PI `ExcMax`: a point this long after the last reported one is
+    /// reported whatever its value, e.g. "10m" (default 600 s; needs `exc_dev`).
+    pub exc_max: Option<String>,
+    /// PI `CompDev`: swinging-door compression deviation in engineering
+    /// units, applied when the tag's recent points are sealed into a block;
+    /// absent = lossless.
+    pub comp_dev: Option<f64>,
+    /// PI `CompMax`: at least one point is archived per this time, e.g. "8h"
+    /// (default 8 h; needs `comp_dev`).
+    pub comp_max: Option<String>,
     /// Value type for plain and json (default: from the payload).
     pub value_type: Option<ValueTypeName>,
     /// JSON pointer to the value (json; default `/value`).
@@ -49,6 +67,30 @@ pub struct RuleConfig {
     pub quality_pointer: Option<String>,
     /// JSON pointer to a per-point name for `{name}` (json; default none).
     pub name_pointer: Option<String>,
+}
+
+impl RuleConfig {
+    /// A rule with this filter and decoder and every other key left out.
+    pub fn new(filter: impl Into<String>, decoder: Decoder) -> Self {
+        RuleConfig {
+            filter: filter.into(),
+            decoder,
+            tag: None,
+            unit: None,
+            description: None,
+            retention: None,
+            deadband: None,
+            exc_dev: None,
+            exc_max: None,
+            comp_dev: None,
+            comp_max: None,
+            value_type: None,
+            value_pointer: None,
+            timestamp_pointer: None,
+            quality_pointer: None,
+            name_pointer: None,
+        }
+    }
 }
 
 /// The payload decoders.
@@ -120,6 +162,7 @@ pub struct Rule {
     pub(crate) description: Option<Arc<str>>,
     pub(crate) retention: Option<Duration>,
     pub(crate) deadband: Option<f64>,
+    pub(crate) lossy: LossyConfig,
     pub(crate) value_type: Option<ValueType>,
     pub(crate) pointers: JsonPointers,
 }
@@ -254,6 +297,26 @@ impl Rule {
                 return Err(RuleErrorKind::InvalidDeadband(d));
             }
         }
+        if c.deadband.is_some() && c.exc_dev.is_some() {
+            // Two exception tests on one tag: say which one applies.
+            return Err(RuleErrorKind::KeyConflict {
+                key: "deadband",
+                other: "exc_dev",
+            });
+        }
+        let lossy = LossyConfig {
+            exception: lossy_setting("exc_dev", c.exc_dev, "exc_max", c.exc_max.as_deref())?.map(
+                |(deviation, max)| ExceptionConfig {
+                    deviation,
+                    max_interval: max.unwrap_or(DEFAULT_EXC_MAX),
+                },
+            ),
+            compression: lossy_setting("comp_dev", c.comp_dev, "comp_max", c.comp_max.as_deref())?
+                .map(|(deviation, max)| CompressionConfig {
+                    deviation,
+                    max_interval: max.unwrap_or(DEFAULT_COMP_MAX),
+                }),
+        };
         Ok(Rule {
             filter,
             decoder,
@@ -262,6 +325,7 @@ impl Rule {
             description: c.description.map(Arc::from),
             retention,
             deadband: c.deadband,
+            lossy,
             value_type: c.value_type.map(ValueType::from),
             pointers,
         })
@@ -285,6 +349,12 @@ impl Rule {
     /// The absolute deadband, if any.
     pub fn deadband(&self) -> Option<f64> {
         self.deadband
+    }
+
+    /// Exception and compression settings (PI `ExcDev`/`ExcMax`,
+    /// `CompDev`/`CompMax`); both off unless configured.
+    pub fn lossy(&self) -> &LossyConfig {
+        &self.lossy
     }
 
     /// The unit given to its tags.
@@ -331,6 +401,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
     Ok(Duration::from_secs(secs))
 }
 
+/// A deviation key (`exc_dev`, `comp_dev`) and its time limit: the
+/// deviation must be finite and not negative, and the limit needs it.
+fn lossy_setting(
+    dev_key: &'static str,
+    dev: Option<f64>,
+    max_key: &'static str,
+    max: Option<&str>,
+) -> Result<Option<(f64, Option<Duration>)>, RuleErrorKind> {
+    let max = max
+        .map(|m| {
+            parse_duration(m).map_err(|reason| RuleErrorKind::InvalidTimeLimit {
+                key: max_key,
+                value: m.to_owned(),
+                reason,
+            })
+        })
+        .transpose()?;
+    match dev {
+        None if max.is_some() => Err(RuleErrorKind::KeyNeeds {
+            key: max_key,
+            needs: dev_key,
+        }),
+        None => Ok(None),
+        Some(d) if !d.is_finite() || d < 0.0 => Err(RuleErrorKind::InvalidDeviation {
+            key: dev_key,
+            value: d,
+        }),
+        Some(d) => Ok(Some((d, max))),
+    }
+}
+
 /// RFC 6901 syntax: empty (the whole document) or `/`-separated tokens in
 /// which `~` only starts `~0` or `~1`.
 fn check_pointer(p: &str) -> Result<(), &'static str> {
@@ -353,20 +454,7 @@ mod tests {
     use super::*;
 
     fn rule(filter: &str, decoder: Decoder) -> RuleConfig {
-        RuleConfig {
-            filter: filter.into(),
-            decoder,
-            tag: None,
-            unit: None,
-            description: None,
-            retention: None,
-            deadband: None,
-            value_type: None,
-            value_pointer: None,
-            timestamp_pointer: None,
-            quality_pointer: None,
-            name_pointer: None,
-        }
+        RuleConfig::new(filter, decoder)
     }
 
     fn kind(configs: Vec<RuleConfig>) -> RuleErrorKind {
@@ -464,6 +552,66 @@ mod tests {
     }
 
     #[test]
+    fn lossy_keys_compile_with_pi_defaults_and_errors() {
+        let mut r = rule("a", Decoder::Plain);
+        r.exc_dev = Some(0.5);
+        r.comp_dev = Some(1.0);
+        r.comp_max = Some("1h".into());
+        let rules = Rules::compile(vec![r]).unwrap();
+        let lossy = *rules.route("a").unwrap().lossy();
+        assert_eq!(
+            lossy,
+            LossyConfig {
+                exception: Some(ExceptionConfig {
+                    deviation: 0.5,
+                    max_interval: Duration::from_secs(600),
+                }),
+                compression: Some(CompressionConfig {
+                    deviation: 1.0,
+                    max_interval: Duration::from_secs(3600),
+                }),
+            }
+        );
+        let rules = Rules::compile(vec![rule("b", Decoder::Plain)]).unwrap();
+        assert_eq!(*rules.route("b").unwrap().lossy(), LossyConfig::default());
+
+        let mut r = rule("a", Decoder::Plain);
+        r.exc_max = Some("10m".into());
+        assert!(matches!(
+            kind(vec![r]),
+            RuleErrorKind::KeyNeeds {
+                key: "exc_max",
+                needs: "exc_dev"
+            }
+        ));
+        let mut r = rule("a", Decoder::Plain);
+        r.comp_dev = Some(1.0);
+        r.comp_max = Some("8 hours".into());
+        assert!(matches!(
+            kind(vec![r]),
+            RuleErrorKind::InvalidTimeLimit {
+                key: "comp_max",
+                ..
+            }
+        ));
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            let mut r = rule("a", Decoder::Plain);
+            r.comp_dev = Some(bad);
+            assert!(matches!(
+                kind(vec![r]),
+                RuleErrorKind::InvalidDeviation {
+                    key: "comp_dev",
+                    ..
+                }
+            ));
+        }
+        let mut r = rule("a", Decoder::Plain);
+        r.deadband = Some(0.5);
+        r.exc_dev = Some(0.5);
+        assert!(matches!(kind(vec![r]), RuleErrorKind::KeyConflict { .. }));
+    }
+
+    #[test]
     fn error_names_the_rule() {
         let err =
             Rules::compile(vec![rule("ok", Decoder::Plain), rule("", Decoder::Plain)]).unwrap_err();
@@ -515,10 +663,27 @@ mod tests {
             retention = "90d"
             deadband = 0.5
             value_type = "i64"
+
+            [[historian.rules]]
+            filter = "plant/#"
+            decoder = "plain"
+            exc_dev = 0.1
+            exc_max = "5m"
+            comp_dev = 0.2
+            comp_max = "8h"
         "#;
         let file: File = toml::from_str(text).unwrap();
         let rules = Rules::compile(file.historian.rules).unwrap();
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
+        let lossy = rules.get(RuleId(2)).unwrap().lossy();
+        assert_eq!(
+            lossy.exception.map(|e| (e.deviation, e.max_interval)),
+            Some((0.1, Duration::from_secs(300)))
+        );
+        assert_eq!(
+            lossy.compression.map(|c| (c.deviation, c.max_interval)),
+            Some((0.2, Duration::from_secs(8 * 3600)))
+        );
         let r = rules.route("plant/a/b").unwrap();
         assert_eq!(r.retention(), Some(Duration::from_secs(90 * 86_400)));
         assert_eq!(r.deadband(), Some(0.5));

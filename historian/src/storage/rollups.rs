@@ -102,13 +102,16 @@ impl Storage {
     }
 
     /// Operations that keep `tag`'s rollups right once the plan's `points`
-    /// are written and its sealed range ends at `new_sealed` (it ended at
-    /// `old_sealed`). See the module docs.
+    /// are written, the recent points at `removed` are gone (compression
+    /// left them out of the blocks) and its sealed range ends at
+    /// `new_sealed` (it ended at `old_sealed`). See the module docs.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn rollup_ops(
         &self,
         tag: TagId,
         value_type: ValueType,
         points: &BTreeMap<Timestamp, Point>,
+        removed: &BTreeSet<Timestamp>,
         old_sealed: Option<Timestamp>,
         new_sealed: Option<Timestamp>,
         ops: &mut Vec<Op>,
@@ -138,7 +141,8 @@ impl Storage {
             return Ok(());
         }
 
-        let minutes = self.roll_up_ranges(tag, &ranges, points)?;
+        let view = Overlay { points, removed };
+        let minutes = self.roll_up_ranges(tag, &ranges, &view)?;
         let min_points = self.config.rollup_min_points;
         for (&m, r) in &minutes {
             if r.points() >= min_points {
@@ -159,7 +163,7 @@ impl Storage {
             .collect();
         for h in hours {
             let end = bucket_end(h, hour);
-            let parts = self.hour_parts(tag, h, end, &ranges, &minutes, points)?;
+            let parts = self.hour_parts(tag, h, end, &ranges, &minutes, &view)?;
             match Rollup::combine(h, end, &parts).map_err(|source| StorageError::Rollup {
                 tag,
                 key: keys::series_key(tag, h).to_vec(),
@@ -179,7 +183,7 @@ impl Storage {
         &self,
         tag: TagId,
         ranges: &Ranges,
-        overlay: &BTreeMap<Timestamp, Point>,
+        overlay: &Overlay<'_>,
     ) -> Result<BTreeMap<Timestamp, Rollup>, StorageError> {
         let mut out = BTreeMap::new();
         for (&from, &to) in &ranges.0 {
@@ -207,7 +211,7 @@ impl Storage {
         end: Timestamp,
         ranges: &Ranges,
         fresh: &BTreeMap<Timestamp, Rollup>,
-        overlay: &BTreeMap<Timestamp, Point>,
+        overlay: &Overlay<'_>,
     ) -> Result<Vec<Rollup>, StorageError> {
         let minute = MINUTE.micros();
         let stored: BTreeMap<Timestamp, Rollup> = self
@@ -251,7 +255,7 @@ impl Storage {
         tag: TagId,
         from: Timestamp,
         to: Timestamp,
-        overlay: &BTreeMap<Timestamp, Point>,
+        overlay: &Overlay<'_>,
     ) -> Result<Option<Rollup>, StorageError> {
         let mut points = Vec::new();
         self.for_each_point(tag, from, to, overlay, |p| {
@@ -286,15 +290,16 @@ impl Storage {
     }
 
     /// Calls `f` with every point of `tag` in `[from, to)` in time order, as
-    /// they will be once `overlay` (a plan's points) is written: blocks,
-    /// then recent records, then the overlay, the later winning on equal
-    /// timestamps. Unlike `range`, no limit: the callers bound the range.
+    /// they will be once `overlay` (a plan's points and removals) is
+    /// written: blocks, then recent records, then the overlay's points, the
+    /// later winning on equal timestamps, minus the overlay's removals.
+    /// Unlike `range`, no limit: the callers bound the range.
     fn for_each_point(
         &self,
         tag: TagId,
         from: Timestamp,
         to: Timestamp,
-        overlay: &BTreeMap<Timestamp, Point>,
+        overlay: &Overlay<'_>,
         mut f: impl FnMut(&Point) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         if from >= to {
@@ -303,7 +308,12 @@ impl Storage {
         let last = Timestamp::from_micros(to.micros().saturating_sub(1));
         // Recent records are at most a seal's worth plus late points: small.
         let mut newer = self.recent_points(tag, from, last)?;
-        newer.extend(overlay.range(from..to).map(|(&t, p)| (t, p.clone())));
+        newer.extend(overlay.points.range(from..to).map(|(&t, p)| (t, p.clone())));
+        // Removed points are recent ones (never in a block): dropping them
+        // from `newer` removes them from the tag.
+        for t in overlay.removed.range(from..to) {
+            newer.remove(t);
+        }
         let mut newer = newer.into_values().peekable();
 
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
@@ -336,6 +346,14 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// A plan's effect on a tag's points, before it is written.
+struct Overlay<'a> {
+    /// Points written (they replace any at the same time).
+    points: &'a BTreeMap<Timestamp, Point>,
+    /// Recent points removed (compression left them out of a block).
+    removed: &'a BTreeSet<Timestamp>,
 }
 
 /// Disjoint, sorted `[start, end)` ranges (start → end).

@@ -3,7 +3,7 @@
 //! Minute and hour rollups are served for numeric tags, so long summaries
 //! through the API read rollups instead of points.
 
-use crate::api::{Catalog, CatalogError, TagInfo};
+use crate::api::{Catalog, CatalogError, TagInfo, TagQuery};
 use crate::encoding::{Point, Timestamp, ValueType};
 use crate::query::{Rollup, RollupResolution, Source, SourceError};
 use crate::storage::{Storage, StorageError, Tag, TagId};
@@ -101,18 +101,34 @@ fn tag_info(tag: &Tag) -> TagInfo {
     info.description = (!meta.description.is_empty()).then(|| meta.description.clone());
     info.retention = meta.retention;
     info.step = matches!(meta.value_type, ValueType::Bool | ValueType::Str);
+    info.exception = meta.lossy.exception;
+    info.compression = meta.lossy.compression;
     info
 }
 
 impl Catalog for Storage {
     fn search(
         &self,
-        pattern: &str,
+        query: &TagQuery,
         limit: usize,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<TagInfo>, CatalogError> {
-        let mut tags = Storage::search(self, pattern);
-        tags.retain(|t| visible(&t.meta.name));
+        let mut tags: Vec<Tag> = {
+            let table = self.table();
+            table
+                .by_id
+                .iter()
+                .filter(|(_, e)| {
+                    let m = &e.meta;
+                    query.matches(&m.name, m.value_type, &m.unit, &m.description)
+                        && visible(&m.name)
+                })
+                .map(|(&id, e)| Tag {
+                    id,
+                    meta: e.meta.clone(),
+                })
+                .collect()
+        };
         tags.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         tags.truncate(limit);
         Ok(tags.iter().map(tag_info).collect())

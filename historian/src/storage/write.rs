@@ -26,6 +26,7 @@ use std::sync::{MutexGuard, PoisonError};
 
 use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 
+use crate::encoding::lossy::{self, LossyConfig};
 use crate::encoding::{
     decode_block, decode_block_columns, decode_recent_point, encode_block, encode_recent_point,
     Point, Timestamp, ValueType,
@@ -77,6 +78,9 @@ pub struct WriteSummary {
     pub tags_created: u64,
     /// Blocks written (new or rewritten).
     pub blocks_written: u64,
+    /// Points that swinging-door compression left out of the blocks it
+    /// sealed (tags with `CompDev` only; they were durable until then).
+    pub compressed_out: u64,
 }
 
 /// Planned historian writes, holding the write lock until `committed`,
@@ -89,6 +93,8 @@ pub struct WriteSet<'s> {
     new_tags: Vec<Tag>,
     new_names: HashMap<String, TagId>,
     staged: BTreeMap<TagId, Staged>,
+    /// New metadata for existing tags (`set_lossy`).
+    meta_updates: BTreeMap<TagId, TagMeta>,
     summary: WriteSummary,
     ops: Option<Vec<Op>>,
     /// An `add` failed half way: the plan is unusable.
@@ -121,6 +127,7 @@ impl Storage {
             new_tags: Vec::new(),
             new_names: HashMap::new(),
             staged: BTreeMap::new(),
+            meta_updates: BTreeMap::new(),
             summary: WriteSummary::default(),
             ops: None,
             broken: false,
@@ -151,6 +158,17 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Gives an existing tag these exception and compression settings, in
+    /// its own batch (see `WriteSet::set_lossy`).
+    pub fn set_lossy(&self, id: TagId, lossy: LossyConfig) -> Result<(), StorageError> {
+        let mut ws = self.begin()?;
+        ws.set_lossy(id, lossy)?;
+        ws.commit_self()?;
+        Ok(())
+    }
+}
+
 impl<'s> WriteSet<'s> {
     /// Creates the tag in this plan unless it exists; see `Storage::ensure_tag`.
     pub fn ensure_tag(&mut self, meta: TagMeta) -> Result<TagId, StorageError> {
@@ -167,6 +185,40 @@ impl<'s> WriteSet<'s> {
         }
         meta.validate()?;
         self.create(meta)
+    }
+
+    /// Gives the tag `id` these exception and compression settings from
+    /// this plan on (a new metadata record in the same batch); nothing
+    /// happens when they are the tag's already. Compression applies to the
+    /// blocks sealed from then on; sealed blocks stay as they are.
+    pub fn set_lossy(&mut self, id: TagId, lossy: LossyConfig) -> Result<(), StorageError> {
+        self.check_can_add()?;
+        if let Some(tag) = self.new_tags.iter_mut().find(|t| t.id == id) {
+            let meta = TagMeta {
+                lossy,
+                ..tag.meta.clone()
+            };
+            meta.validate()?;
+            tag.meta = meta;
+            return Ok(());
+        }
+        let current = match self.meta_updates.get(&id) {
+            Some(m) => m.clone(),
+            None => self
+                .storage
+                .table()
+                .by_id
+                .get(&id)
+                .map(|e| e.meta.clone())
+                .ok_or(StorageError::UnknownTagId(id))?,
+        };
+        if current.lossy == lossy {
+            return Ok(());
+        }
+        let meta = TagMeta { lossy, ..current };
+        meta.validate()?;
+        self.meta_updates.insert(id, meta);
+        Ok(())
     }
 
     /// Adds points to the plan. Either all are accepted or none (the error
@@ -265,6 +317,11 @@ impl<'s> WriteSet<'s> {
                     sealed_last: None,
                 },
             );
+        }
+        for (id, meta) in std::mem::take(&mut self.meta_updates) {
+            if let Some(e) = table.by_id.get_mut(&id) {
+                e.meta = meta;
+            }
         }
         for (id, st) in std::mem::take(&mut self.staged) {
             if let Some(e) = table.by_id.get_mut(&id) {
@@ -424,11 +481,34 @@ impl<'s> WriteSet<'s> {
                 value: meta::encode_meta(tag.id, &tag.meta)?,
             });
         }
+        for (&id, meta) in &self.meta_updates {
+            ops.push(Op::Put {
+                cf: CF_TAGS,
+                key: keys::id_key(keys::TAGS_META, id).to_vec(),
+                value: meta::encode_meta(id, meta)?,
+            });
+        }
         let threshold = self.storage.config.seal_threshold;
         for (&id, st) in self.staged.iter_mut() {
             let sealed_before = st.sealed_last;
+            let mut compressed_out = BTreeSet::new();
             if usize::try_from(st.recent_count).map_or(true, |n| n >= threshold) {
-                self.summary.blocks_written += self.storage.seal(id, st, &mut ops)?;
+                let compression = match self.meta_updates.get(&id) {
+                    Some(m) => m.lossy.compression,
+                    None => match self.new_tags.iter().find(|t| t.id == id) {
+                        Some(t) => t.meta.lossy.compression,
+                        None => self
+                            .storage
+                            .table()
+                            .by_id
+                            .get(&id)
+                            .and_then(|e| e.meta.lossy.compression),
+                    },
+                };
+                let sealed = self.storage.seal(id, st, compression.as_ref(), &mut ops)?;
+                self.summary.blocks_written += sealed.blocks;
+                self.summary.compressed_out += sealed.compressed_out.len() as u64;
+                compressed_out = sealed.compressed_out;
             } else {
                 for p in st.points.values() {
                     ops.push(recent_put(id, p)?);
@@ -443,6 +523,7 @@ impl<'s> WriteSet<'s> {
                 id,
                 st.value_type,
                 &st.points,
+                &compressed_out,
                 sealed_before,
                 st.sealed_last,
                 &mut ops,
@@ -562,9 +643,16 @@ impl Storage {
 
     /// Seals `tag`: late recent points (at or before the sealed end) are
     /// merged into the blocks they fall in; then the oldest of the others
-    /// become blocks of `seal_threshold` points while that many remain.
-    /// Returns the number of blocks written.
-    fn seal(&self, tag: TagId, st: &mut Staged, ops: &mut Vec<Op>) -> Result<u64, StorageError> {
+    /// become blocks of `seal_threshold` points while that many remain,
+    /// each through swinging-door `compression` if the tag has it (late
+    /// points are merged as they are).
+    fn seal(
+        &self,
+        tag: TagId,
+        st: &mut Staged,
+        compression: Option<&lossy::CompressionConfig>,
+        ops: &mut Vec<Op>,
+    ) -> Result<Sealed, StorageError> {
         let threshold = self.config.seal_threshold;
         let on_disk = self.recent_points(
             tag,
@@ -620,16 +708,36 @@ impl Storage {
             }
         }
 
-        // Fresh points: the oldest whole blocks.
+        // Fresh points: the oldest whole blocks. Compression keeps each
+        // chunk's first and last point, so the sealed range ends where it
+        // would without it and every dropped point lies between kept ones.
         let fresh: Vec<Point> = fresh.into_values().collect();
         let whole = fresh.len() / threshold * threshold;
         let (to_seal, _) = fresh.split_at(whole.min(fresh.len()));
+        let mut compressed_out = BTreeSet::new();
         for chunk in to_seal.chunks(threshold) {
-            blocks += self.put_block(tag, chunk, ops)?;
-            if let Some(last) = chunk.last() {
-                st.sealed_last = Some(last.ts);
-            }
             sealed.extend(chunk.iter().map(|p| p.ts));
+            match compression {
+                Some(config) => {
+                    let kept = lossy::compress(chunk.iter().cloned(), config);
+                    let mut kept_ts = kept.iter().map(|p| p.ts).peekable();
+                    for p in chunk {
+                        if kept_ts.next_if_eq(&p.ts).is_none() {
+                            compressed_out.insert(p.ts);
+                        }
+                    }
+                    blocks += self.put_block(tag, &kept, ops)?;
+                    if let Some(last) = kept.last() {
+                        st.sealed_last = Some(last.ts);
+                    }
+                }
+                None => {
+                    blocks += self.put_block(tag, chunk, ops)?;
+                    if let Some(last) = chunk.last() {
+                        st.sealed_last = Some(last.ts);
+                    }
+                }
+            }
         }
 
         // Recent records: delete what was sealed, put the plan's other points.
@@ -652,7 +760,10 @@ impl Storage {
         }
         st.recent_count = remaining.saturating_sub(sealed.len() as u64);
         st.block_ts.clear();
-        Ok(blocks)
+        Ok(Sealed {
+            blocks,
+            compressed_out,
+        })
     }
 
     fn put_block(
@@ -671,6 +782,14 @@ impl Storage {
         });
         Ok(1)
     }
+}
+
+/// What one `seal` did.
+struct Sealed {
+    /// Blocks written.
+    blocks: u64,
+    /// Timestamps that compression left out of the new blocks.
+    compressed_out: BTreeSet<Timestamp>,
 }
 
 /// A block as stored: its key and bytes.

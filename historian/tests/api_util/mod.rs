@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use converge_historian::api::{serve_on, ApiConfig, ApiError, ApiState, MemCatalog, TagInfo};
+use converge_historian::encoding::lossy::CompressionConfig;
 use converge_historian::encoding::{Point, Quality, Timestamp, Value, ValueType};
 use converge_historian::query::MemSource;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -27,7 +28,8 @@ pub const MIN: i64 = 60_000_000;
 
 /// Tags: plant1/temp (f64, 0..10 at T0 + k min, the 5th Uncertain),
 /// plant1/count (i64, k*10), plant1/state (str, step, 3 points),
-/// plant2/flow (f64, 100 + k), plant1/empty (no points).
+/// plant2/flow (f64, 100 + k, m³/h, "Feed to the Reactor", compressed),
+/// plant1/empty (no points).
 pub fn fixture() -> (MemSource, MemCatalog) {
     let mut src = MemSource::new();
     let mut cat = MemCatalog::new();
@@ -58,7 +60,14 @@ pub fn fixture() -> (MemSource, MemCatalog) {
     state.step = true;
     cat.insert(state);
     cat.insert(TagInfo::new("plant1/empty", ValueType::F64));
-    cat.insert(TagInfo::new("plant2/flow", ValueType::F64));
+    let mut flow = TagInfo::new("plant2/flow", ValueType::F64);
+    flow.unit = Some("m³/h".into());
+    flow.description = Some("Feed to the Reactor".into());
+    flow.compression = Some(CompressionConfig {
+        deviation: 0.5,
+        max_interval: std::time::Duration::from_secs(28_800),
+    });
+    cat.insert(flow);
     (src, cat)
 }
 
