@@ -21,7 +21,7 @@ use crate::api::params::{
 use crate::api::token;
 use crate::encoding::Timestamp;
 use crate::pattern::MAX_PATTERN_LEN;
-use crate::query::{self, Interpolation};
+use crate::query::{self, Interpolation, SourceError};
 
 /// Parameters every stream endpoint takes.
 const COMMON: [&str; 3] = ["tag", "format", "time_format"];
@@ -46,6 +46,24 @@ impl Ctx {
     /// The explicit tags of a request: at least one, at most the limit,
     /// each readable by the client (403) and known (404).
     fn tags(&self, names: Vec<String>) -> Result<Vec<TagInfo>, RequestError> {
+        let names = self.readable(names)?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            self.check_cancelled()?;
+            let info = self
+                .shared
+                .catalog
+                .tag(&name)?
+                .ok_or_else(|| unknown_tag(&name))?;
+            out.push(info);
+        }
+        Ok(out)
+    }
+
+    /// The explicit tag names of a request: at least one, at most the
+    /// limit, each readable by the client (403). Whether they exist is the
+    /// caller's to find out.
+    fn readable(&self, names: Vec<String>) -> Result<Vec<String>, RequestError> {
         if names.is_empty() {
             return Err(RequestError::bad(
                 "missing_parameter",
@@ -64,17 +82,7 @@ impl Ctx {
         for name in &names {
             self.authorize(name)?;
         }
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            self.check_cancelled()?;
-            let info = self
-                .shared
-                .catalog
-                .tag(&name)?
-                .ok_or_else(|| unknown_tag(&name))?;
-            out.push(info);
-        }
-        Ok(out)
+        Ok(names)
     }
 
     fn authorize(&self, tag: &str) -> Result<(), RequestError> {
@@ -140,16 +148,17 @@ fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
 
 pub(crate) fn latest_job(ctx: &Ctx, params: &Params) -> Result<Output, RequestError> {
     params.check(&allowed(&[]))?;
-    let tags = ctx.tags(names(params))?;
-    let mut out = Vec::with_capacity(tags.len());
-    for info in tags {
+    // Only the names are needed: no catalog lookup (and copy) per tag.
+    let names = ctx.readable(names(params))?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
         ctx.check_cancelled()?;
-        let p = ctx
-            .shared
-            .source
-            .latest(&info.name)
-            .map_err(query::QueryError::from)?;
-        out.push((info.name, p));
+        let p = match ctx.shared.source.latest(&name) {
+            Ok(p) => p,
+            Err(SourceError::UnknownTag(_)) => return Err(unknown_tag(&name)),
+            Err(e) => return Err(query::QueryError::from(e).into()),
+        };
+        out.push((name, p));
     }
     Ok(Output::Values(out))
 }

@@ -4,6 +4,8 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value as Json};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -110,7 +112,7 @@ impl Output {
     /// The HTTP response.
     pub fn render(self, format: Format, tf: TimeFormat) -> Response {
         match format {
-            Format::Json => (StatusCode::OK, axum::Json(self.json())).into_response(),
+            Format::Json => json_response(self.json_bytes()),
             Format::Csv => {
                 let tokens: Vec<String> = match &self {
                     Output::Points(items) => items.iter().filter_map(|i| i.next.clone()).collect(),
@@ -133,30 +135,34 @@ impl Output {
         }
     }
 
-    fn json(self) -> Json {
-        let items: Vec<Json> = match self {
-            Output::Points(items) => items
-                .into_iter()
-                .map(|i| {
-                    json!({
-                        "tag": i.tag,
-                        "points": i.points.iter().map(point_json).collect::<Vec<_>>(),
-                        "next": i.next,
-                    })
-                })
-                .collect(),
-            Output::Values(items) => items
-                .into_iter()
-                .map(|(tag, p)| json!({ "tag": tag, "point": p.as_ref().map(point_json) }))
-                .collect(),
-            Output::Summary(items) => items
-                .into_iter()
-                .map(|(tag, rows)| json!({ "tag": tag, "rows": rows.iter().map(row_json).collect::<Vec<_>>() }))
-                .collect(),
-            Output::Tags(items) => items.iter().map(tag_json).collect(),
-            Output::Tag(info) => return tag_json(&info),
-        };
-        json!({ "items": items })
+    /// The JSON body. Points (the large answers) are serialized straight
+    /// into the buffer, not built as a `serde_json::Value` tree first:
+    /// that tree cost most of a 10,000-tag `latest`.
+    fn json_bytes(self) -> Result<Vec<u8>, serde_json::Error> {
+        match self {
+            Output::Points(items) => serde_json::to_vec(&Items {
+                items: items.iter().map(|i| TagPointsJson {
+                    tag: &i.tag,
+                    points: &i.points,
+                    next: i.next.as_deref(),
+                }),
+            }),
+            Output::Values(items) => serde_json::to_vec(&Items {
+                items: items.iter().map(|(tag, p)| TagValueJson {
+                    tag,
+                    point: p.as_ref().map(PointJson),
+                }),
+            }),
+            Output::Summary(items) => serde_json::to_vec(&Items {
+                items: items.iter().map(|(tag, rows)| {
+                    json!({ "tag": tag, "rows": rows.iter().map(row_json).collect::<Vec<_>>() })
+                }),
+            }),
+            Output::Tags(items) => serde_json::to_vec(&Items {
+                items: items.iter().map(tag_json),
+            }),
+            Output::Tag(info) => serde_json::to_vec(&tag_json(&info)),
+        }
     }
 
     fn csv(self, tf: TimeFormat) -> String {
@@ -246,19 +252,111 @@ pub fn rfc3339(ts: Timestamp) -> Option<String> {
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
+/// A time as RFC 3339 (like [`rfc3339`]) or `null`, formatted on the stack.
+struct TimeJson(Timestamp);
+
+impl Serialize for TimeJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // "+10000-01-01T00:00:00.123456Z" is 30 bytes; years past 9999 are refused below.
+        let mut buf = [0u8; 40];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let written =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0.micros()) * 1_000)
+                .ok()
+                .and_then(|t| t.format_into(&mut cursor, &Rfc3339).ok());
+        match written.and_then(|n| buf.get(..n)).map(std::str::from_utf8) {
+            Some(Ok(text)) => s.serialize_str(text),
+            _ => s.serialize_none(),
+        }
+    }
+}
+
 /// Milliseconds since the epoch, rounded down.
 pub fn epoch_ms(ts: Timestamp) -> i64 {
     ts.micros().div_euclid(1_000)
 }
 
-fn point_json(p: &Point) -> Json {
-    json!({
-        "time": rfc3339(p.ts),
-        "time_ms": epoch_ms(p.ts),
-        "value": value_json(&p.value),
-        "quality": severity(p),
-        "substatus": p.quality.substatus(),
-    })
+/// A JSON response from serialized bytes; a serialization failure (not
+/// expected: every value is a plain string or number) is a 500.
+fn json_response(body: Result<Vec<u8>, serde_json::Error>) -> Response {
+    match body {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => RequestError::internal(&e).into_response(),
+    }
+}
+
+/// `{"items": [...]}` over an iterator, serialized without collecting.
+struct Items<I> {
+    items: I,
+}
+
+impl<I, T> Serialize for Items<I>
+where
+    I: Iterator<Item = T> + Clone,
+    T: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("items", &Seq(self.items.clone()))?;
+        map.end()
+    }
+}
+
+/// A JSON array over an iterator.
+struct Seq<I>(I);
+
+impl<I, T> Serialize for Seq<I>
+where
+    I: Iterator<Item = T> + Clone,
+    T: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+#[derive(Serialize)]
+struct TagPointsJson<'a> {
+    tag: &'a str,
+    #[serde(serialize_with = "points_json")]
+    points: &'a [Point],
+    next: Option<&'a str>,
+}
+
+fn points_json<S: Serializer>(points: &&[Point], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(points.iter().map(PointJson))
+}
+
+#[derive(Serialize)]
+struct TagValueJson<'a> {
+    tag: &'a str,
+    point: Option<PointJson<'a>>,
+}
+
+/// One point as JSON: `time`, `time_ms`, `value`, `quality`, `substatus`.
+struct PointJson<'a>(&'a Point);
+
+impl Serialize for PointJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut map = s.serialize_map(Some(5))?;
+        map.serialize_entry("time", &TimeJson(p.ts))?;
+        map.serialize_entry("time_ms", &epoch_ms(p.ts))?;
+        match &p.value {
+            Value::F64(x) => map.serialize_entry("value", &finite(*x))?,
+            Value::I64(x) => map.serialize_entry("value", x)?,
+            Value::Bool(x) => map.serialize_entry("value", x)?,
+            Value::Str(x) => map.serialize_entry("value", x)?,
+        }
+        map.serialize_entry("quality", severity(p))?;
+        map.serialize_entry("substatus", &p.quality.substatus())?;
+        map.end()
+    }
 }
 
 fn row_json(r: &SummaryRow) -> Json {
@@ -339,15 +437,6 @@ fn tag_line(out: &mut String, i: &TagInfo) {
 /// JSON has no NaN or infinity: they become `null`.
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
-}
-
-fn value_json(v: &Value) -> Json {
-    match v {
-        Value::F64(x) => json!(finite(*x)),
-        Value::I64(x) => json!(x),
-        Value::Bool(x) => json!(x),
-        Value::Str(x) => json!(x),
-    }
 }
 
 fn csv_value(v: &Value) -> String {
