@@ -65,6 +65,8 @@ pub struct AuditSettings {
     pub checkpoint_every_records: u64,
     /// ... or after this many seconds with new records, whichever comes first.
     pub checkpoint_interval_secs: u64,
+    /// One `historian_query` record per answered historian API request (who read what).
+    pub historian_queries: bool,
 }
 
 impl Default for AuditSettings {
@@ -75,6 +77,7 @@ impl Default for AuditSettings {
             queue_capacity: 4096,
             checkpoint_every_records: 1000,
             checkpoint_interval_secs: 60,
+            historian_queries: true,
         }
     }
 }

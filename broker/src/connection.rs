@@ -209,6 +209,17 @@ pub async fn serve<L: Link>(
         max_packet_size: broker.config.limits.max_packet_size,
     };
     let mut rbuf = BytesMut::with_capacity(IDLE_BUFFER);
+    if let Some(leaf) = &peer.leaf {
+        // Recorded now, not at CONNECT: a client that completes the handshake and then says
+        // nothing is in the log too. The serial names a certificate without a Common Name.
+        broker.audit(
+            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
+                .actor(peer.common_name.as_deref().unwrap_or("-"))
+                .source(remote)
+                .resource(listener.kind.name())
+                .reason(format!("serial {}", leaf.serial_hex())),
+        );
+    }
 
     // Phase 1: CONNECT, within the connect timeout.
     let connect = loop {
@@ -299,14 +310,6 @@ pub async fn serve<L: Link>(
         .with_label_values(&["connect"])
         .inc();
     let version = connect.protocol;
-    if let Some(cn) = &peer.common_name {
-        broker.audit(
-            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
-                .actor(cn.as_str())
-                .source(remote)
-                .resource(listener.kind.name()),
-        );
-    }
     let refused = |reason: ReasonCode, why: &str| {
         broker.audit(
             AuditEvent::new(Action::Connect, Outcome::Denied)

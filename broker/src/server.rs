@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use converge_historian::api::ApiState;
+use converge_historian::api::{ApiState, QueryObserver, QueryRecord};
 use converge_historian::storage::{Storage, StorageConfig};
 
 use crate::config::Config;
@@ -108,6 +108,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut dev_pki = None;
     let mut quic_server = None;
     let mut verifier = None;
+    let mut mqtt_ca = None;
     let acceptor = if tls_cfg.enabled || quic_cfg.enabled {
         let (ca, cert, key, dev_crl) =
             match (&tls_cfg.ca_file, &tls_cfg.cert_file, &tls_cfg.key_file) {
@@ -156,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .then(|| tls::server_config(v.clone(), &cert, &key).map(TlsAcceptor::from))
             .transpose()?;
         verifier = Some(v);
+        mqtt_ca = Some(ca);
         acceptor
     } else {
         None
@@ -290,7 +292,23 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if let Some(storage) = storage {
         if hist_cfg.api.enabled {
             let listener = bind("historian API", hist_cfg.api.bind).await?;
-            let state = ApiState::new(storage.clone(), storage.clone());
+            let mut state = ApiState::new(storage.clone(), storage.clone());
+            if let Some(audit) = broker
+                .audit
+                .clone()
+                .filter(|_| config.audit.historian_queries)
+            {
+                state = state.with_observer(Arc::new(AuditedQueries(audit)));
+            }
+            // IT applications with certificates from the devices' CA get the same checks as
+            // devices: its CRL (revocation reaches the API too) and the end-entity rules.
+            if let (Some(api_tls), Some(ca), Some(v)) =
+                (&hist_cfg.api.tls, &mqtt_ca, broker.client_verifier())
+            {
+                if same_file(&api_tls.ca_file, ca) {
+                    state = state.with_client_verifier(v);
+                }
+            }
             let api = converge_historian::api::prepare(listener, hist_cfg.api.clone(), state)?;
             api_addr = Some(api.local_addr());
             let mut rx = shutdown_rx.clone();
@@ -498,6 +516,35 @@ async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Historian API requests as audit records: who read which tags over which range, and how
+/// it ended.
+struct AuditedQueries(AuditLog);
+
+impl QueryObserver for AuditedQueries {
+    fn answered(&self, q: &QueryRecord<'_>) {
+        let outcome = match q.status {
+            403 => Outcome::Denied,
+            s if s >= 400 => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        let mut event = AuditEvent::new(Action::HistorianQuery, outcome)
+            .actor(q.identity)
+            .resource(format!("{}?{}", q.endpoint, q.query))
+            .reason(q.status.to_string());
+        if let Some(peer) = q.peer {
+            event = event.source(peer);
+        }
+        self.0.record(event);
     }
 }
 

@@ -117,7 +117,34 @@ async fn acknowledged_plain_and_json_points_are_queryable() {
         3
     );
     assert_eq!(metric_value(&running, "converge_historian_tags "), 2);
+    let (status, _) = http_get(api, "/api/v1/streams/latest?tag=no/such/tag").await;
     running.shutdown().await.unwrap();
+
+    // Who read what is in the audit log: one record per answered request.
+    let log = std::fs::read_to_string(env.path("data").join("audit").join("audit.jsonl")).unwrap();
+    let queries: Vec<Json> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Json>(l).unwrap())
+        .filter(|r| r["action"] == "historian_query")
+        .collect();
+    assert_eq!(queries.len(), 5, "{log}");
+    let recorded = queries
+        .iter()
+        .find(|r| r["resource"].as_str().unwrap().starts_with("recorded?"))
+        .unwrap();
+    assert_eq!(recorded["actor"], "local");
+    assert_eq!(recorded["outcome"], "success");
+    assert!(recorded["resource"]
+        .as_str()
+        .unwrap()
+        .contains("tag=plant/l1/json/flow&start=1700000000000"));
+    assert!(recorded["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    let unknown = queries.last().unwrap();
+    assert_eq!(unknown["outcome"], "failure");
+    assert_eq!(unknown["reason"], status.to_string());
 }
 
 #[tokio::test]

@@ -194,6 +194,38 @@ async fn a_connection_ends_when_its_certificate_expires() {
 }
 
 #[tokio::test]
+async fn accepted_handshakes_are_audited_with_the_serial() {
+    let env = Env::new();
+    let server = env.start().await;
+    let press = env.ca.device("press-01");
+    let c = Client5::connect(env.v5_as("press-01", &press, server.tls_addr.unwrap()))
+        .await
+        .unwrap();
+    c.leave().await;
+    server.shutdown().await.unwrap();
+    let log = std::fs::read_to_string(env.path("data").join("audit").join("audit.jsonl")).unwrap();
+    let serial: String = common::serial_of(&press.0)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let accepted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"handshake_accepted\""))
+        .collect();
+    assert_eq!(accepted.len(), 1, "{log}");
+    assert!(
+        accepted[0].contains("\"actor\":\"press-01\""),
+        "{}",
+        accepted[0]
+    );
+    assert!(
+        accepted[0].contains(&format!("serial {serial}")),
+        "{}",
+        accepted[0]
+    );
+}
+
+#[tokio::test]
 async fn client_id_must_equal_the_common_name() {
     let env = Env::new();
     let server = env.start().await;

@@ -4,8 +4,9 @@
 mod common;
 
 use converge_historian::encoding::{
-    block_header, decode_block, decode_block_columns, describe_block, encode_block, EncodeError,
-    Point, Quality, Severity, Timestamp, Value, ValueRange, ValueType, MAX_POINTS_PER_BLOCK,
+    block_header, decode_block, decode_block_columns, decode_block_window, describe_block,
+    encode_block, EncodeError, Point, Quality, Severity, Timestamp, Value, ValueRange, ValueType,
+    MAX_POINTS_PER_BLOCK,
 };
 use proptest::prelude::*;
 
@@ -51,6 +52,49 @@ proptest! {
         );
         let cols = decode_block_columns(&bytes).unwrap();
         prop_assert_eq!(cols.timestamps.len(), points.len());
+    }
+
+    /// A window of a block holds exactly the points the whole block holds
+    /// in that window, for blocks large enough that a pco values section is
+    /// read only up to the window's end.
+    #[test]
+    fn windows_equal_filtered_blocks(
+        n in 1usize..3_000,
+        seed in any::<u64>(),
+        ints in any::<bool>(),
+        bad_every in prop::option::of(3usize..50),
+        cuts in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+    ) {
+        let mut x = seed;
+        let points: Vec<Point> = (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let t = Timestamp::from_micros(1_000_000 * i as i64 + (x >> 60) as i64);
+                let value = if ints {
+                    Value::I64((x >> 40) as i64 - (1 << 23))
+                } else {
+                    Value::F64(((x >> 44) as f64).round() / 100.0)
+                };
+                let quality = match bad_every {
+                    Some(k) if i % k == 0 => Quality::BAD,
+                    _ => Quality::GOOD,
+                };
+                Point { ts: t, value, quality }
+            })
+            .collect();
+        let bytes = encode_block(&points).unwrap();
+        let (i, j) = (cuts.0.index(n), cuts.1.index(n));
+        let (a, b) = (points[i.min(j)].ts, points[i.max(j)].ts);
+        for (from, to) in [
+            (a, b),
+            (Timestamp::from_micros(i64::MIN), b),
+            (a, Timestamp::from_micros(i64::MAX)),
+            (b, a),
+        ] {
+            let want: Vec<Point> =
+                points.iter().filter(|p| p.ts >= from && p.ts <= to).cloned().collect();
+            prop_assert_eq!(decode_block_window(&bytes, from, to).unwrap(), want);
+        }
     }
 }
 

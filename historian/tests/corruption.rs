@@ -6,8 +6,8 @@
 mod common;
 
 use converge_historian::encoding::{
-    block_header, crc32c, decode_block, decode_recent_point, encode_block, encode_recent_point,
-    DecodeError, Point, Timestamp, Value,
+    block_header, crc32c, decode_block, decode_block_window, decode_recent_point, encode_block,
+    encode_recent_point, DecodeError, Point, Timestamp, Value,
 };
 use proptest::prelude::*;
 
@@ -48,6 +48,10 @@ fn samples() -> Vec<Vec<u8>> {
     blocks
 }
 
+fn first_ts(block: &[u8]) -> Timestamp {
+    block_header(block).unwrap().first_ts
+}
+
 #[test]
 fn every_bit_flip_is_detected() {
     for block in samples() {
@@ -58,6 +62,12 @@ fn every_bit_flip_is_detected() {
                 assert!(
                     decode_block(&bad).is_err(),
                     "flip at byte {byte} bit {bit} went unnoticed"
+                );
+                // A window skips the tail of the values, not the checksums.
+                assert!(
+                    decode_block_window(&bad, Timestamp::from_micros(i64::MIN), first_ts(&block))
+                        .is_err(),
+                    "flip at byte {byte} bit {bit} went unnoticed by a window"
                 );
             }
         }
@@ -122,6 +132,7 @@ fn resealed_single_byte_damage_never_panics() {
                 bad[pos] = v;
                 reseal(&mut bad);
                 let _ = decode_block(&bad);
+                let _ = decode_block_window(&bad, first_ts(&block), first_ts(&block));
             }
         }
     }
@@ -141,6 +152,7 @@ proptest! {
         }
         reseal(&mut bytes);
         let _ = decode_block(&bytes);
+        let _ = decode_block_window(&bytes, points[0].ts, points[points.len() / 2].ts);
     }
 
     #[test]

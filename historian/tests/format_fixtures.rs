@@ -1,6 +1,7 @@
 //! Compatibility: blocks and recent records written by format version 1 are
 //! committed under tests/fixtures/v1/ and must decode, to exactly the points
-//! below, in every later version. Never edit or regenerate an existing
+//! below, in every later version. Minute and hour rollups (record version 2)
+//! as storage wrote them, keys included, are under tests/fixtures/rollup_v2/. Never edit or regenerate an existing
 //! fixture; a new format version adds a new directory.
 //!
 //! The expected points come from deterministic generators (integer
@@ -15,6 +16,8 @@ use converge_historian::encoding::{
     block_header, decode_block, decode_recent_point, describe_block, encode_block,
     encode_recent_point, Point, Quality, Severity, Timestamp, Value, ValueRange, ValueType,
 };
+use converge_historian::query::{Interpolation, Rollup, ROLLUP_LEN};
+use converge_historian::storage::{Storage, StorageConfig, TagRef, CF_ROLLUP_1H, CF_ROLLUP_1M};
 
 /// 2026-01-01T00:00:00Z in µs.
 const T0: i64 = 1_767_225_600_000_000;
@@ -180,6 +183,95 @@ fn v1_recent_records_decode() {
     assert_eq!(got, recent_points());
 }
 
+fn rollup_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rollup_v2/rollups.bin")
+}
+
+/// One stored rollup record of the fixture file: `'m'` or `'h'`, the
+/// 12-byte key, the 118-byte value.
+const ROLLUP_RECORD: usize = 1 + 12 + ROLLUP_LEN;
+
+/// The rollups storage wrote for `rollup_points` decode to the rollups of
+/// those points, and their keys follow docs/FORMAT.md §8: tag id u32 BE,
+/// then the bucket start (µs, sign bit flipped) u64 BE.
+#[test]
+fn v2_rollups_decode_to_their_buckets() {
+    let bytes = std::fs::read(rollup_path()).unwrap();
+    assert_eq!(bytes.len() % ROLLUP_RECORD, 0);
+    let points = rollup_points();
+    let (mut minutes, mut hours) = (0, 0);
+    for rec in bytes.chunks(ROLLUP_RECORD) {
+        let (width, count) = match rec[0] {
+            b'm' => (60_000_000, &mut minutes),
+            b'h' => (3_600_000_000, &mut hours),
+            other => panic!("record kind {other}"),
+        };
+        *count += 1;
+        assert_eq!(rec[1..5], [0, 0, 0, 0], "tag id 0");
+        let flipped = u64::from_be_bytes(rec[5..13].try_into().unwrap());
+        let start = (flipped ^ (1 << 63)) as i64;
+        assert_eq!(start.rem_euclid(width), 0, "bucket aligned to the epoch");
+        let (a, b) = (at(start), at(start + width));
+        let got = Rollup::from_bytes(&rec[13..], a, b).unwrap();
+        let want = Rollup::compute(&points, a, b).unwrap().unwrap();
+        // Values are multiples of 1/8 and times whole or half seconds:
+        // every sum and integral is exact, whatever the order of additions.
+        assert_eq!(
+            (got.points(), got.count(), got.sum(), got.min(), got.max()),
+            (
+                want.points(),
+                want.count(),
+                want.sum(),
+                want.min(),
+                want.max()
+            ),
+            "{start}"
+        );
+        assert_eq!(
+            (got.first(), got.last(), got.first_point(), got.last_point()),
+            (
+                want.first(),
+                want.last(),
+                want.first_point(),
+                want.last_point()
+            ),
+            "{start}"
+        );
+        assert_eq!(got.good_micros(), want.good_micros(), "{start}");
+        for w in [Interpolation::Step, Interpolation::Linear] {
+            assert_eq!(got.integral(w), want.integral(w), "{start}");
+        }
+        let (g, w) = (got.std_dev().unwrap(), want.std_dev().unwrap());
+        assert!((g - w).abs() <= 1e-12 * w.abs().max(1.0), "{start}");
+    }
+    // Every minute final when the writes ended (the last ~3 were not sealed yet).
+    assert_eq!((minutes, hours), (127, 2));
+}
+
+/// Two hours and ten minutes from 2026-01-01T00:00Z, every 0.5 to 3 s,
+/// with a Bad and an Uncertain run.
+fn rollup_points() -> Vec<Point> {
+    let mut m = Mix(7);
+    let mut t = T0;
+    let mut eighths: i64 = 0;
+    let mut out = Vec::new();
+    while t < T0 + 130 * 60_000_000 {
+        eighths = (eighths + m.below(41) as i64 - 20).clamp(-800, 800);
+        let quality = match (t - T0) / 1_000_000 {
+            600..=640 => Quality::new(Severity::Bad, 0x31),
+            4_000..=4_010 => Quality::new(Severity::Uncertain, 2),
+            _ => Quality::GOOD,
+        };
+        out.push(Point {
+            ts: at(t),
+            value: Value::F64(eighths as f64 / 8.0),
+            quality,
+        });
+        t += (1 + m.below(6) as i64) * 500_000;
+    }
+    out
+}
+
 /// Writes fixtures that do not exist yet; never overwrites.
 #[test]
 #[ignore = "writes files; run by hand when adding a fixture"]
@@ -191,6 +283,37 @@ fn write_missing_fixtures() {
             std::fs::write(&path, encode_block(&gen()).unwrap()).unwrap();
             println!("wrote {}", path.display());
         }
+    }
+    let path = rollup_path();
+    if !path.exists() {
+        let db = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            sync: false,
+            seal_threshold: 100,
+            rollup_min_points: 1,
+            ..StorageConfig::default()
+        };
+        let s = Storage::open_standalone(db.path(), config).unwrap();
+        for chunk in rollup_points().chunks(250) {
+            let batch: Vec<_> = chunk
+                .iter()
+                .map(|p| (TagRef::Name("f"), p.clone()))
+                .collect();
+            s.write(&batch).unwrap();
+        }
+        let mut out = Vec::new();
+        for (kind, cf) in [(b'm', CF_ROLLUP_1M), (b'h', CF_ROLLUP_1H)] {
+            let cf = s.db().cf_handle(cf).unwrap();
+            for item in s.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.unwrap();
+                out.push(kind);
+                out.extend_from_slice(&k);
+                out.extend_from_slice(&v);
+            }
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, out).unwrap();
+        println!("wrote {}", path.display());
     }
     let path = dir().join("recent.bin");
     if !path.exists() {

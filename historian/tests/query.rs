@@ -9,9 +9,12 @@ use converge_historian::encoding::{Point, Quality, Severity, Timestamp, Value, V
 use converge_historian::query::{
     interpolated, plot, recorded, summary, value_at, Boundary, Continuation, Interpolation,
     MemSource, QueryError, QueryLimits, RetrievalMode, Rollup, RollupResolution, Source,
-    SummaryKind, SummaryRow, NO_DATA,
+    SummaryKind, NO_DATA,
 };
 use proptest::prelude::*;
+
+mod summary_ref;
+use summary_ref::*;
 
 const TAG: &str = "plant/unit1/temp";
 
@@ -103,15 +106,6 @@ fn ref_after(pts: &[Point], t: i64, inclusive: bool) -> Option<Point> {
         .cloned()
 }
 
-fn num(v: &Value) -> f64 {
-    match v {
-        Value::F64(x) => *x,
-        Value::I64(x) => *x as f64,
-        Value::Bool(b) => f64::from(u8::from(*b)),
-        _ => panic!("not numeric"),
-    }
-}
-
 fn rank(q: Quality) -> u8 {
     match q.severity() {
         Severity::Good => 0,
@@ -150,10 +144,6 @@ fn ref_interp(pts: &[Point], t: i64, interp: Interpolation) -> Option<Point> {
         value: Value::F64(v),
         quality: q,
     })
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-7 * a.abs().max(b.abs()).max(1.0)
 }
 
 fn same_point(a: &Point, b: &Point) -> bool {
@@ -198,134 +188,6 @@ fn ref_recorded(pts: &[Point], s: i64, e: i64, boundary: Boundary) -> Vec<Point>
         _ => unreachable!(),
     }
     out
-}
-
-/// Aggregates of [a, b) computed the obvious way.
-#[derive(Debug)]
-struct RefRow {
-    count: usize,
-    min: Option<(i64, f64)>,
-    max: Option<(i64, f64)>,
-    first: Option<(i64, f64)>,
-    last: Option<(i64, f64)>,
-    mean: Option<f64>,
-    std_dev: Option<f64>,
-    good_us: i64,
-    integral: f64,
-}
-
-fn ref_summary_row(pts: &[Point], a: i64, b: i64, weighting: Interpolation) -> RefRow {
-    let events: Vec<(i64, f64)> = pts
-        .iter()
-        .filter(|p| p.quality.is_good() && (a..b).contains(&p.ts.micros()))
-        .map(|p| (p.ts.micros(), num(&p.value)))
-        .collect();
-    let n = events.len();
-    let mean = (n > 0).then(|| events.iter().map(|e| e.1).sum::<f64>() / n as f64);
-    let std_dev = (n > 1).then(|| {
-        let m = mean.unwrap();
-        (events.iter().map(|e| (e.1 - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    });
-    let mut min: Option<(i64, f64)> = None;
-    let mut max: Option<(i64, f64)> = None;
-    for &e in &events {
-        if min.is_none_or(|m| e.1 < m.1) {
-            min = Some(e);
-        }
-        if max.is_none_or(|m| e.1 > m.1) {
-            max = Some(e);
-        }
-    }
-    // Each point's value holds from its time to the next point's (forever
-    // for the last); only good points make good time.
-    let mut good_us = 0i64;
-    let mut integral = 0.0;
-    for (i, p) in pts.iter().enumerate() {
-        let next = pts.get(i + 1);
-        let seg_end = next.map_or(i64::MAX, |n| n.ts.micros());
-        let (x, y) = (p.ts.micros().max(a), seg_end.min(b));
-        if x >= y || !p.quality.is_good() {
-            continue;
-        }
-        good_us += y - x;
-        let v = num(&p.value);
-        let area = match next {
-            Some(n) if weighting == Interpolation::Linear && n.quality.is_good() => {
-                let (t0, t1, v1) = (p.ts.micros() as f64, n.ts.micros() as f64, num(&n.value));
-                let at = |t: i64| v + (v1 - v) * (t as f64 - t0) / (t1 - t0);
-                (at(x) + at(y)) / 2.0 * (y - x) as f64
-            }
-            _ => v * (y - x) as f64,
-        };
-        integral += area / 1e6;
-    }
-    RefRow {
-        count: n,
-        min,
-        max,
-        first: events.first().copied(),
-        last: events.last().copied(),
-        mean,
-        std_dev,
-        good_us,
-        integral,
-    }
-}
-
-const ALL_KINDS: [SummaryKind; 11] = [
-    SummaryKind::Min,
-    SummaryKind::Max,
-    SummaryKind::Average,
-    SummaryKind::TimeWeightedAverage,
-    SummaryKind::Count,
-    SummaryKind::First,
-    SummaryKind::Last,
-    SummaryKind::Total,
-    SummaryKind::Range,
-    SummaryKind::StdDev,
-    SummaryKind::PercentGood,
-];
-
-fn opt_close(got: Option<f64>, want: Option<f64>) -> bool {
-    match (got, want) {
-        (Some(g), Some(w)) => close(g, w),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-fn check_row(row: &SummaryRow, want: &RefRow) {
-    let a = row.start.micros();
-    let b = row.end.micros();
-    let pct = want.good_us as f64 / (b - a) as f64 * 100.0;
-    assert!(close(row.percent_good, pct), "{row:?} {want:?}");
-    let event = |e: Option<(i64, f64)>| (e.map(|x| x.1), e.map(|x| ts(x.0)));
-    for v in &row.values {
-        let (value, at) = match v.kind {
-            SummaryKind::Min => event(want.min),
-            SummaryKind::Max => event(want.max),
-            SummaryKind::First => event(want.first),
-            SummaryKind::Last => event(want.last),
-            SummaryKind::Average => (want.mean, None),
-            SummaryKind::TimeWeightedAverage => (
-                (want.good_us > 0).then(|| want.integral / (want.good_us as f64 / 1e6)),
-                None,
-            ),
-            SummaryKind::Count => (Some(want.count as f64), None),
-            SummaryKind::Total => ((want.good_us > 0).then_some(want.integral), None),
-            SummaryKind::Range => (want.max.zip(want.min).map(|(x, n)| x.1 - n.1), None),
-            SummaryKind::StdDev => (want.std_dev, None),
-            SummaryKind::PercentGood => (Some(pct), None),
-            _ => unreachable!(),
-        };
-        assert!(
-            opt_close(v.value, value) && v.ts == at,
-            "{:?}: got {:?} at {:?}, want {value:?} at {at:?}\nrow {row:?}\nref {want:?}",
-            v.kind,
-            v.value,
-            v.ts
-        );
-    }
 }
 
 fn limits() -> QueryLimits {
@@ -493,8 +355,9 @@ proptest! {
     }
 
     /// Data spaced in milliseconds to minutes over about an hour: the same
-    /// summary from minute and hour rollups (plus raw edges) as from raw
-    /// points, for aligned and unaligned ranges and intervals.
+    /// summary from minute and hour rollups (plus raw edges and the buckets
+    /// a sparse source leaves out) as from raw points, for aligned and
+    /// unaligned ranges and intervals, in both weightings.
     #[test]
     fn rollup_summary_equals_raw_summary(
         pts in series(150, 10_000),
@@ -502,11 +365,14 @@ proptest! {
         start_s in -200i64..3_000,
         len_s in 1i64..9_000,
         step_s in prop::option::of(60i64..4_000),
+        linear in any::<bool>(),
+        min_points in prop_oneof![3 => Just(1u64), 1 => 2u64..6],
     ) {
         const SEC: i64 = 1_000_000;
         let raw = source(&pts);
-        let mut rolled =
-            MemSource::new().with_rollups(&[RollupResolution::Hour, RollupResolution::Minute]);
+        let mut rolled = MemSource::new()
+            .with_rollups(&[RollupResolution::Hour, RollupResolution::Minute])
+            .with_rollup_min_points(min_points);
         rolled.add_tag(TAG);
         for p in &pts {
             rolled.insert(TAG, p.clone());
@@ -516,9 +382,10 @@ proptest! {
         let (s, e) = (snap(start_s) * SEC, (snap(start_s) + snap(len_s).max(60)) * SEC);
         let step = step_s.map(|x| Duration::from_secs(snap(x) as u64));
         let kinds = ALL_KINDS;
-        let want = summary(&raw, TAG, ts(s), ts(e), step, &kinds, Interpolation::Step, &limits()).unwrap();
-        let got = summary(&rolled, TAG, ts(s), ts(e), step, &kinds, Interpolation::Step, &limits()).unwrap();
-        if aligned {
+        let w = if linear { Interpolation::Linear } else { Interpolation::Step };
+        let want = summary(&raw, TAG, ts(s), ts(e), step, &kinds, w, &limits()).unwrap();
+        let got = summary(&rolled, TAG, ts(s), ts(e), step, &kinds, w, &limits()).unwrap();
+        if aligned && min_points == 1 {
             prop_assert_eq!(rolled.points_read(), 0, "aligned intervals read raw points");
         }
         prop_assert!(rolled.points_read() <= raw.points_read());
@@ -532,44 +399,56 @@ proptest! {
         }
     }
 
+    /// Rollups of three stretches merged either way equal the rollup of
+    /// the whole, whatever empty time lies between the points.
     #[test]
     fn rollup_merge_is_associative_and_equals_whole(pts in series(80, 1), cuts in (1i64..40_000, 1i64..40_000, 1i64..40_000)) {
         let (t0, t1, t2, t3) = (0, cuts.0, cuts.0 + cuts.1, cuts.0 + cuts.1 + cuts.2);
-        let bucket = |a: i64, b: i64| {
-            let inside: Vec<Point> =
-                pts.iter().filter(|p| (a..b).contains(&p.ts.micros())).cloned().collect();
-            Rollup::compute(ref_before(&pts, a, false).as_ref(), &inside, ts(a), ts(b)).unwrap()
+        let bucket = |a: i64, b: i64| Rollup::compute(&pts, ts(a), ts(b)).unwrap();
+        let join = |a: Option<Rollup>, b: Option<Rollup>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.merge(&b).unwrap()),
+            (a, b) => a.or(b),
         };
         let (x, y, z) = (bucket(t0, t1), bucket(t1, t2), bucket(t2, t3));
-        let left = x.merge(&y).unwrap().merge(&z).unwrap();
-        let right = x.merge(&y.merge(&z).unwrap()).unwrap();
+        let left = join(join(x.clone(), y.clone()), z.clone());
+        let right = join(x.clone(), join(y, z.clone()));
         let whole = bucket(t0, t3);
+        prop_assert_eq!(left.is_some(), whole.is_some());
+        let (Some(left), Some(right), Some(whole)) = (left, right, whole) else {
+            return Ok(());
+        };
+        // Bucket ends differ when the last stretch is empty; the rest may not.
+        prop_assert_eq!((left.start(), left.end()), (right.start(), right.end()));
         for r in [&right, &whole] {
-            prop_assert_eq!((left.start(), left.end()), (r.start(), r.end()));
+            prop_assert_eq!(left.points(), r.points());
             prop_assert_eq!(left.count(), r.count());
             prop_assert_eq!((left.min(), left.max()), (r.min(), r.max()));
             prop_assert_eq!((left.first(), left.last()), (r.first(), r.last()));
+            prop_assert_eq!((left.first_point(), left.last_point()), (r.first_point(), r.last_point()));
             prop_assert_eq!(left.good_micros(), r.good_micros());
-            prop_assert_eq!(left.held(), r.held());
             prop_assert!(close(left.sum(), r.sum()));
-            prop_assert!(close(left.integral(), r.integral()));
+            for w in [Interpolation::Step, Interpolation::Linear] {
+                prop_assert!(close(left.integral(w), r.integral(w)));
+            }
             prop_assert!(opt_close(left.std_dev(), r.std_dev()));
         }
-        prop_assert_eq!(x.merge(&z), Err(converge_historian::query::RollupError::NotAdjacent));
+        if let (Some(x), Some(z)) = (x, z) {
+            prop_assert_eq!(z.merge(&x), Err(converge_historian::query::RollupError::Overlap));
+        }
     }
 
     #[test]
     fn rollup_bytes_round_trip(pts in series(40, 1), a in -1_000i64..1_000, len in 1i64..100_000) {
-        let inside: Vec<Point> =
-            pts.iter().filter(|p| (a..a + len).contains(&p.ts.micros())).cloned().collect();
-        let r = Rollup::compute(ref_before(&pts, a, false).as_ref(), &inside, ts(a), ts(a + len))
-            .unwrap();
-        prop_assert_eq!(Rollup::from_bytes(&r.to_bytes()), Ok(r));
+        if let Some(r) = Rollup::compute(&pts, ts(a), ts(a + len)).unwrap() {
+            let bytes = r.to_bytes().unwrap();
+            prop_assert_eq!(Rollup::from_bytes(&bytes, ts(a), ts(a + len)), Ok(r));
+        }
     }
 
     #[test]
-    fn random_rollup_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = Rollup::from_bytes(&bytes);
+    fn random_rollup_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), start in any::<i64>(), width in any::<u64>()) {
+        let end = ts(start.saturating_add_unsigned(width));
+        let _ = Rollup::from_bytes(&bytes, ts(start), end);
         let _ = Continuation::from_bytes(&bytes);
     }
 }
@@ -875,8 +754,8 @@ fn scan_limit_stops_long_raw_reads() {
 /// Two days of 1 s data (172,800 points): per hour, 48 hourly rollups are
 /// read and no raw point; in 7 unaligned intervals, hourly rollups inside,
 /// minute rollups and raw points at the edges (403 points and 454 rollups
-/// when written). Either way a scan limit far below the
-/// point count is no obstacle, and the answers equal the raw ones.
+/// when written). Either way, in both weightings, a scan limit far below
+/// the point count is no obstacle, and the answers equal the raw ones.
 #[test]
 fn long_summaries_read_rollups() {
     const S: i64 = 1_000_000;
@@ -900,67 +779,50 @@ fn long_summaries_read_rollups() {
         (ts(day0), Duration::from_secs(3_600), 48),
         (ts(day0 + 17 * S), Duration::from_secs(86_400 * 2 / 7), 7),
     ];
-    for (start, step, rows_want) in cases {
-        let mut src = MemSource::new().with_rollups(&levels);
-        for i in 0..2 * 86_400 {
-            src.insert(TAG, good(day0 + i * S, (i % 3_600) as f64));
-        }
-        let rows = summary(
-            &src,
-            TAG,
-            start,
-            end,
-            Some(step),
-            &kinds,
-            Interpolation::Step,
-            &l,
-        )
-        .unwrap();
-        assert_eq!(rows.len(), rows_want);
-        assert!(
-            src.points_read() < 3_000,
-            "{} points read",
-            src.points_read()
-        );
-        assert!(
-            src.rollups_read() < 1_000,
-            "{} rollups read",
-            src.rollups_read()
-        );
-        let want = summary(
-            &raw,
-            TAG,
-            start,
-            end,
-            Some(step),
-            &kinds,
-            Interpolation::Step,
-            &limits(),
-        )
-        .unwrap();
-        for (g, w) in rows.iter().zip(&want) {
-            assert!(close(
-                g.values[0].value.unwrap(),
-                w.values[0].value.unwrap()
-            ));
-            assert_eq!(g.values[1..], w.values[1..]);
-        }
-        if rows_want == 48 {
-            assert_eq!(src.points_read(), 0);
-            assert_eq!(src.rollups_read(), 48);
-            assert!(close(rows[0].values[0].value.unwrap(), 1799.5));
-            // Linear TWA cannot come from step rollups: it reads points and hits the limit.
-            let r = summary(
-                &src,
+    for weighting in [Interpolation::Step, Interpolation::Linear] {
+        for (start, step, rows_want) in cases {
+            let mut src = MemSource::new().with_rollups(&levels);
+            for i in 0..2 * 86_400 {
+                src.insert(TAG, good(day0 + i * S, (i % 3_600) as f64));
+            }
+            let rows = summary(&src, TAG, start, end, Some(step), &kinds, weighting, &l).unwrap();
+            assert_eq!(rows.len(), rows_want);
+            assert!(
+                src.points_read() < 3_000,
+                "{} points read",
+                src.points_read()
+            );
+            assert!(
+                src.rollups_read() < 1_000,
+                "{} rollups read",
+                src.rollups_read()
+            );
+            let want = summary(
+                &raw,
                 TAG,
                 start,
                 end,
                 Some(step),
                 &kinds,
-                Interpolation::Linear,
-                &l,
-            );
-            assert!(matches!(r, Err(QueryError::TooManyPointsScanned { .. })));
+                weighting,
+                &limits(),
+            )
+            .unwrap();
+            for (g, w) in rows.iter().zip(&want) {
+                assert!(close(
+                    g.values[0].value.unwrap(),
+                    w.values[0].value.unwrap()
+                ));
+                assert_eq!(g.values[1..], w.values[1..]);
+            }
+            if rows_want == 48 {
+                assert_eq!(src.points_read(), 0);
+                assert_eq!(src.rollups_read(), 48);
+                // A saw tooth 0..3599 per hour averages 1799.5 in both
+                // weightings: linear trades the half-steps up for the ramp
+                // down from 3599 to 0 across each hour's end.
+                assert!(close(rows[0].values[0].value.unwrap(), 1799.5));
+            }
         }
     }
 }
@@ -1056,47 +918,60 @@ fn extreme_timestamps_do_not_panic() {
 fn corrupted_rollup_bytes_are_errors() {
     use converge_historian::query::RollupError;
     let pts = [good(10, 1.0), bad(20), good(30, 2.0)];
-    let r = Rollup::compute(None, &pts, ts(0), ts(100)).unwrap();
-    let bytes = r.to_bytes();
+    let (a, b) = (ts(0), ts(100));
+    let r = Rollup::compute(&pts, a, b).unwrap().unwrap();
+    let bytes = r.to_bytes().unwrap();
     assert_eq!(bytes.len(), converge_historian::query::ROLLUP_LEN);
     for cut in 0..bytes.len() {
         assert!(matches!(
-            Rollup::from_bytes(&bytes[..cut]),
+            Rollup::from_bytes(&bytes[..cut], a, b),
             Err(RollupError::Truncated { .. })
         ));
     }
     let mut long = bytes.to_vec();
     long.push(0);
     assert_eq!(
-        Rollup::from_bytes(&long),
+        Rollup::from_bytes(&long, a, b),
         Err(RollupError::TrailingBytes { extra: 1 })
     );
-    let mut v2 = bytes;
-    v2[0] = 2;
-    assert_eq!(
-        Rollup::from_bytes(&v2),
-        Err(RollupError::UnsupportedVersion(2))
-    );
+    for version in [1, 3] {
+        let mut other = bytes;
+        other[0] = version;
+        assert_eq!(
+            Rollup::from_bytes(&other, a, b),
+            Err(RollupError::UnsupportedVersion(version))
+        );
+    }
+    // A bucket too short for the times inside is an error, not a wrong rollup.
+    assert!(Rollup::from_bytes(&bytes, a, ts(30)).is_err());
     // Every single bit flip decodes to an error or to some rollup, never a panic;
-    // the flips that break an invariant (flags, bucket order, event times) are errors.
+    // the flips that break an invariant (flags, counts, times) are errors.
     let mut errors = 0;
     for bit in 0..bytes.len() * 8 {
-        let mut b = bytes;
-        b[bit / 8] ^= 1 << (bit % 8);
-        if Rollup::from_bytes(&b).is_err() {
+        let mut b2 = bytes;
+        b2[bit / 8] ^= 1 << (bit % 8);
+        if Rollup::from_bytes(&b2, a, b).is_err() {
             errors += 1;
         }
     }
-    assert!(errors > 100, "only {errors} flips detected");
-    // A string tag has no rollup.
+    assert!(errors > 150, "only {errors} flips detected");
+    // A string tag has no rollup; an empty bucket is refused; no point, no rollup.
     let s = [Point::good(ts(1), Value::Str("a".into()))];
     assert_eq!(
-        Rollup::compute(None, &s, ts(0), ts(10)),
+        Rollup::compute(&s, ts(0), ts(10)),
         Err(RollupError::NotNumeric(ValueType::Str))
     );
     assert_eq!(
-        Rollup::compute(None, &[], ts(10), ts(10)),
+        Rollup::compute(&[], ts(10), ts(10)),
         Err(RollupError::EmptyBucket)
+    );
+    assert_eq!(Rollup::compute(&pts, ts(40), ts(50)), Ok(None));
+    // Buckets longer than the u32 offsets allow are refused both ways.
+    let huge = Rollup::compute(&pts, ts(0), ts(1 << 33)).unwrap().unwrap();
+    assert_eq!(huge.to_bytes(), Err(RollupError::BucketTooLong));
+    assert_eq!(
+        Rollup::from_bytes(&bytes, ts(0), ts(1 << 33)),
+        Err(RollupError::BucketTooLong)
     );
 }
 

@@ -35,6 +35,11 @@ impl Broker {
         self
     }
 
+    /// The client-certificate verifier of the MQTT listeners, if TLS or QUIC is on.
+    pub fn client_verifier(&self) -> Option<Arc<ClientVerifier>> {
+        self.verifier.clone()
+    }
+
     /// Whether the CRLs in force revoke this certificate.
     pub fn is_revoked(&self, leaf: &LeafId) -> bool {
         self.verifier.as_ref().is_some_and(|v| v.is_revoked(leaf))

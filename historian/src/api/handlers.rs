@@ -19,6 +19,7 @@ use crate::api::catalog::Catalog;
 use crate::api::error::RequestError;
 use crate::api::jobs::{self, Ctx};
 use crate::api::metrics::ApiMetrics;
+use crate::api::observe::{PeerAddr, QueryObserver, QueryRecord};
 use crate::api::output::{negotiate, Output};
 use crate::api::params::Params;
 use crate::api::ApiConfig;
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) config: ApiConfig,
     /// One permit per query running on a blocking thread.
     pub(crate) query_slots: Arc<Semaphore>,
+    /// Told of every answered request (the audit log).
+    pub(crate) observer: Option<Arc<dyn QueryObserver>>,
 }
 
 /// Endpoint names, as metrics label them.
@@ -138,11 +141,31 @@ async fn run_with(
 ) -> Response {
     let started = Instant::now();
     let metrics = s.metrics.clone();
+    let observer = s.observer.clone();
+    let asked = observer.as_ref().map(|_| {
+        let identity = req
+            .extensions()
+            .get::<ClientIdentity>()
+            .map(|i| i.as_str().to_owned())
+            .unwrap_or_default();
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+        (identity, peer, req.uri().query().unwrap_or("").to_owned())
+    });
     let response = match answer(s, req, job).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    metrics.record(endpoint, response.status().as_u16(), started.elapsed());
+    let status = response.status().as_u16();
+    metrics.record(endpoint, status, started.elapsed());
+    if let (Some(observer), Some((identity, peer, query))) = (observer, asked) {
+        observer.answered(&QueryRecord {
+            identity: &identity,
+            peer,
+            endpoint,
+            query: &query,
+            status,
+        });
+    }
     response
 }
 

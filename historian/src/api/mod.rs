@@ -25,6 +25,7 @@ mod error;
 mod handlers;
 mod jobs;
 mod metrics;
+mod observe;
 mod output;
 mod params;
 mod serve;
@@ -45,6 +46,7 @@ pub use catalog::{Catalog, CatalogError, MemCatalog, TagInfo};
 pub use config::{ApiConfig, ClientConfig, LimitsConfig, TlsConfig, LOCAL_IDENTITY};
 pub use error::{ApiError, RequestError};
 pub use metrics::{ApiMetrics, Latency};
+pub use observe::{QueryObserver, QueryRecord};
 pub use output::CONTINUATION_HEADER;
 pub use serve::{prepare, serve, serve_on, Prepared};
 
@@ -74,6 +76,8 @@ pub struct ApiState {
     source: Arc<dyn Source + Send + Sync>,
     catalog: Arc<dyn Catalog + Send + Sync>,
     metrics: Arc<ApiMetrics>,
+    observer: Option<Arc<dyn QueryObserver>>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl ApiState {
@@ -86,7 +90,26 @@ impl ApiState {
             source,
             catalog,
             metrics: Arc::new(ApiMetrics::new()),
+            observer: None,
+            client_verifier: None,
         }
+    }
+
+    /// Over HTTPS, checks client certificates with `verifier` instead of one built from
+    /// `tls.ca_file` alone: the server passes the MQTT listeners' verifier (CRLs, RFC 5280
+    /// end-entity rules) when both trust the same CA file.
+    pub fn with_client_verifier(
+        mut self,
+        verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> Self {
+        self.client_verifier = Some(verifier);
+        self
+    }
+
+    /// Reports every answered request to `observer` (the server's audit log).
+    pub fn with_observer(mut self, observer: Arc<dyn QueryObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Use `metrics` (shared with the server's exporter) instead.
@@ -113,6 +136,7 @@ pub fn router(config: &ApiConfig, state: ApiState) -> Result<Router, ApiError> {
         limits: config.limits.into(),
         config: config.clone(),
         query_slots: Arc::new(Semaphore::new(config.max_concurrent_queries)),
+        observer: state.observer,
     });
     let metrics = state.metrics;
     Ok(Router::new()

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +28,7 @@ use tracing::Instrument;
 use crate::api::auth::ClientIdentity;
 use crate::api::config::{validate, ApiConfig, TlsConfig, LOCAL_IDENTITY};
 use crate::api::error::ApiError;
+use crate::api::observe::PeerAddr;
 use crate::api::{router, ApiState};
 
 /// Longest pause after a failed accept (file descriptors exhausted, say):
@@ -74,7 +76,12 @@ pub fn prepare(
 ) -> Result<Prepared, ApiError> {
     let local = listener.local_addr()?;
     check(&config, local)?;
-    let tls = config.tls.as_ref().map(acceptor).transpose()?;
+    let verifier = state.client_verifier.clone();
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| acceptor(tls, verifier))
+        .transpose()?;
     let app = router(&config, state)?;
     Ok(Prepared {
         listener,
@@ -178,7 +185,7 @@ async fn connection(
     match tls {
         None => {
             let identity = ClientIdentity::new(LOCAL_IDENTITY);
-            http(stream, identity, app, timeout, stop).await;
+            http(stream, identity, peer, app, timeout, stop).await;
         }
         Some(acceptor) => {
             let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -205,7 +212,7 @@ async fn connection(
                 return;
             };
             tracing::Span::current().record("identity", cn.as_str());
-            http(stream, ClientIdentity::new(&cn), app, timeout, stop).await;
+            http(stream, ClientIdentity::new(&cn), peer, app, timeout, stop).await;
         }
     }
 }
@@ -214,6 +221,7 @@ async fn connection(
 async fn http<S>(
     stream: S,
     identity: ClientIdentity,
+    peer: SocketAddr,
     app: Router,
     timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -222,6 +230,7 @@ async fn http<S>(
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(identity.clone());
+        req.extensions_mut().insert(PeerAddr(peer));
         let mut app = app.clone();
         // Router is always ready (axum docs), so `call` needs no poll_ready.
         async move { app.call(req.map(axum::body::Body::new)).await }
@@ -254,7 +263,10 @@ fn common_name(der: &[u8]) -> Option<String> {
 
 /// The rustls acceptor: our chain and key, client certificates required
 /// and verified against `ca_file`.
-fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ApiError> {
+fn acceptor(
+    tls: &TlsConfig,
+    shared_verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<TlsAcceptor, ApiError> {
     let file_err = |key: &'static str, path: &Path, reason: String| ApiError::TlsFile {
         key,
         path: path.to_owned(),
@@ -285,9 +297,12 @@ fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ApiError> {
     let key = PrivateKeyDer::from_pem_file(&tls.key_file)
         .map_err(|e| file_err("key_file", &tls.key_file, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| ApiError::Tls(e.to_string()))?;
+    let verifier = match shared_verifier {
+        Some(v) => v,
+        None => WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| ApiError::Tls(e.to_string()))?,
+    };
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ApiError::Tls(e.to_string()))?

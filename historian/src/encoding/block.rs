@@ -264,6 +264,73 @@ pub fn decode_block_columns(bytes: &[u8]) -> Result<BlockColumns, DecodeError> {
     })
 }
 
+/// The points of a block with `from <= ts <= to`, decoding values only as
+/// far as the last of them (a pco values section stops at the 256-number
+/// batch that holds it). Every checksum is verified and the timestamps and
+/// qualities are decoded whole, so corruption is found as by `decode_block`
+/// except inside the skipped tail of a pco values stream, which the body
+/// checksum covers. For reads of a small window of a large block: the
+/// edges of a summary interval, a value before a time.
+pub fn decode_block_window(
+    bytes: &[u8],
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Point>, DecodeError> {
+    let header = block_header(bytes)?;
+    let mut body = body(bytes, &header)?;
+    // count <= MAX_POINTS_PER_BLOCK (checked by block_header) bounds every allocation below.
+    let n = header.count as usize;
+    let ts = timestamps::decode(
+        &mut body,
+        n,
+        header.first_ts.micros(),
+        header.last_ts.micros(),
+    )?;
+    let lo = ts.partition_point(|&t| t < from.micros());
+    let hi = ts.partition_point(|&t| t <= to.micros()).max(lo);
+    let values = match header.value_type {
+        ValueType::F64 => Values::F64(float::decode_prefix(&mut body, n, hi)?),
+        ValueType::I64 => Values::I64(int::decode_prefix(&mut body, n, hi)?),
+        ValueType::Bool => Values::Bool(boolean::decode(&mut body, n)?),
+        ValueType::Str => Values::Str(strings::decode(&mut body, n)?),
+    };
+    let qualities = quality::decode(&mut body, n)?;
+    body.finish("trailing bytes in block body")?;
+    if header.has_non_good_quality != qualities.iter().any(|q| !q.is_good()) {
+        return Err(DecodeError::Corrupt(
+            "quality flag disagrees with qualities",
+        ));
+    }
+    let want = hi - lo;
+    let vals: Vec<Value> = match values {
+        Values::F64(v) => window(&v, lo, hi).map(|&x| Value::F64(x)).collect(),
+        Values::I64(v) => window(&v, lo, hi).map(|&x| Value::I64(x)).collect(),
+        Values::Bool(v) => window(&v, lo, hi).map(|&x| Value::Bool(x)).collect(),
+        Values::Str(v) => v.into_iter().skip(lo).take(want).map(Value::Str).collect(),
+    };
+    let ts = ts.get(lo..hi).unwrap_or_default();
+    let qualities = qualities.get(lo..hi).unwrap_or_default();
+    if vals.len() != want || ts.len() != want || qualities.len() != want {
+        // Every section holds n entries (checked above): cannot happen.
+        return Err(DecodeError::Corrupt("section shorter than the point count"));
+    }
+    Ok(ts
+        .iter()
+        .zip(vals)
+        .zip(qualities)
+        .map(|((&t, value), &quality)| Point {
+            ts: Timestamp::from_micros(t),
+            value,
+            quality,
+        })
+        .collect())
+}
+
+/// `v[lo..hi]`, empty if out of bounds.
+fn window<T>(v: &[T], lo: usize, hi: usize) -> std::slice::Iter<'_, T> {
+    v.get(lo..hi).unwrap_or_default().iter()
+}
+
 /// Reads and checks the header only: cheap, for query planning.
 pub fn block_header(bytes: &[u8]) -> Result<BlockHeader, DecodeError> {
     let mut r = Reader::new(bytes);

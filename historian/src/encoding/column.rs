@@ -141,6 +141,51 @@ pub(crate) fn decode<T: Numeric>(
     Ok(values)
 }
 
+/// Like `decode`, but only the first `keep` numbers are needed: a pco
+/// page is decoded in 256-number batches up to the one holding number
+/// `keep - 1`, and the rest of the section is skipped (the block's body
+/// checksum still covers it). Returns at least `keep` numbers, at most `n`.
+/// Constant and RunLength sections, cheap to read whole, are read whole.
+pub(crate) fn decode_prefix<T: Numeric>(
+    r: &mut Reader<'_>,
+    n: usize,
+    keep: usize,
+    section: &'static str,
+) -> Result<Vec<T>, DecodeError> {
+    /// pco's batch: a partial read must ask for a multiple of it.
+    const PCO_BATCH: usize = 256;
+    let want = keep.div_ceil(PCO_BATCH).saturating_mul(PCO_BATCH);
+    if want >= n {
+        return decode(r, n, section);
+    }
+    let (tag, mut payload) = r.section()?;
+    match tag {
+        ENC_PCO => {
+            let src = payload.rest();
+            let (fd, rest) = FileDecompressor::new(src).map_err(pco_error)?;
+            let (mut cd, rest) = fd.chunk_decompressor::<T, _>(rest).map_err(pco_error)?;
+            let mut values = vec![T::default(); want];
+            let mut pd = cd.page_decompressor(rest, n).map_err(pco_error)?;
+            let progress = pd.read(&mut values).map_err(pco_error)?;
+            if progress.n_processed != want {
+                return Err(DecodeError::Corrupt("pco page holds the wrong count"));
+            }
+            Ok(values)
+        }
+        ENC_CONSTANT => {
+            let v = T::read_le(&mut payload)?;
+            payload.finish("trailing bytes in numeric section")?;
+            Ok(vec![v; n])
+        }
+        ENC_RUN_LENGTH => {
+            let v = decode_run_length(&mut payload, n)?;
+            payload.finish("trailing bytes in numeric section")?;
+            Ok(v)
+        }
+        tag => Err(DecodeError::UnknownEncoding { section, tag }),
+    }
+}
+
 /// Pco-compresses `values` as a wrapped stream with one chunk of one page.
 pub(crate) fn pco_compress<T: Numeric>(values: &[T]) -> Result<Vec<u8>, EncodeError> {
     let config = ChunkConfig::default().with_paging_spec(PagingSpec::Exact(vec![values.len()]));

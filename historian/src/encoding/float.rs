@@ -21,6 +21,15 @@ pub(crate) fn decode(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, DecodeErr
     column::decode(r, n, "values")
 }
 
+/// The first `keep` (or a few more) of a values section of `n` floats.
+pub(crate) fn decode_prefix(
+    r: &mut Reader<'_>,
+    n: usize,
+    keep: usize,
+) -> Result<Vec<f64>, DecodeError> {
+    column::decode_prefix(r, n, keep, "values")
+}
+
 /// Smallest and largest non-NaN value (ordered as numbers, -0.0 before 0.0),
 /// or `None` when every value is NaN.
 pub(crate) fn range(values: &[f64]) -> Option<(f64, f64)> {

@@ -16,6 +16,15 @@ pub(crate) fn decode(r: &mut Reader<'_>, n: usize) -> Result<Vec<i64>, DecodeErr
     column::decode(r, n, "values")
 }
 
+/// The first `keep` (or a few more) of a values section of `n` integers.
+pub(crate) fn decode_prefix(
+    r: &mut Reader<'_>,
+    n: usize,
+    keep: usize,
+) -> Result<Vec<i64>, DecodeError> {
+    column::decode_prefix(r, n, keep, "values")
+}
+
 /// Smallest and largest value, `None` when empty.
 pub(crate) fn range(values: &[i64]) -> Option<(i64, i64)> {
     let lo = values.iter().min()?;

@@ -33,8 +33,9 @@ mod strings;
 mod timestamps;
 
 pub use block::{
-    block_header, decode_block, decode_block_columns, describe_block, encode_block, BlockColumns,
-    BlockHeader, BlockLayout, SectionLayout, ValueRange, Values, BLOCK_MAGIC,
+    block_header, decode_block, decode_block_columns, decode_block_window, describe_block,
+    encode_block, BlockColumns, BlockHeader, BlockLayout, SectionLayout, ValueRange, Values,
+    BLOCK_MAGIC,
 };
 pub use checksum::crc32c;
 pub use error::{DecodeError, EncodeError};

@@ -116,12 +116,19 @@ pub enum RollupError {
     /// Well-framed bytes whose fields contradict each other.
     #[error("corrupt rollup: {0}")]
     Corrupt(&'static str),
-    /// `merge` needs `next` to start where `self` ends.
-    #[error("rollups are not adjacent")]
-    NotAdjacent,
+    /// `merge` needs the later rollup to start at or after the earlier
+    /// one's end; `combine` needs its parts inside the bucket.
+    #[error("rollups overlap or are out of order")]
+    Overlap,
     /// A bucket must have `start < end`.
     #[error("empty bucket")]
     EmptyBucket,
+    /// A bucket longer than 2^32 µs: its times do not fit the record.
+    #[error("rollup bucket too long to store")]
+    BucketTooLong,
+    /// More than `u32::MAX` points in one bucket.
+    #[error("too many points in one rollup to store")]
+    TooManyPoints,
     /// A rollup of a non-numeric tag.
     #[error("rollups need a numeric tag, this one holds {0:?}")]
     NotNumeric(ValueType),
@@ -131,7 +138,7 @@ impl From<RollupError> for QueryError {
     fn from(e: RollupError) -> Self {
         match e {
             RollupError::NotNumeric(found) => QueryError::WrongValueType { found },
-            RollupError::NotAdjacent => QueryError::InconsistentRollups("rollups not adjacent"),
+            RollupError::Overlap => QueryError::InconsistentRollups("rollups overlap"),
             RollupError::EmptyBucket => QueryError::InconsistentRollups("empty rollup bucket"),
             _ => QueryError::InconsistentRollups("undecodable rollup"),
         }

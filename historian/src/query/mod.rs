@@ -7,6 +7,8 @@
 //! * `recorded`, `value_at`, `interpolated`, `summary`, `plot` — one file per call.
 //! * `rollup` — the mergeable per-bucket aggregate storage keeps per minute
 //!   and per hour, so long summaries read rollups instead of raw points.
+//! * `aggregate` — the arithmetic summaries and rollups share (events,
+//!   segments, the per-interval accumulator).
 //!
 //! No IO happens here: every call takes a `Source` and returns values or a
 //! `QueryError`. HTTP parsing, tokens and deadlines belong to the handlers.
@@ -14,6 +16,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod aggregate;
 mod error;
 mod interpolated;
 mod numeric;
@@ -24,11 +27,12 @@ mod source;
 mod summary;
 mod value_at;
 
+pub use aggregate::Sample;
 pub use error::{QueryError, RollupError, SourceError};
 pub use interpolated::interpolated;
 pub use plot::plot;
 pub use recorded::{recorded, Boundary, Continuation, Page, CONTINUATION_LEN};
-pub use rollup::{HeldValue, Rollup, ROLLUP_LEN, ROLLUP_VERSION};
+pub use rollup::{bucket_end, bucket_start, Rollup, RollupStream, ROLLUP_LEN, ROLLUP_VERSION};
 pub use source::{MemSource, RollupResolution, Source};
 pub use summary::{summary, SummaryKind, SummaryRow, SummaryValue};
 pub use value_at::{value_at, RetrievalMode, NO_DATA};

@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::encoding::{Point, Timestamp};
-use crate::query::numeric::span;
+use crate::query::rollup::RollupStream;
 use crate::query::{QueryError, Rollup, RollupError, SourceError};
 
 /// Points one `scan` asks of the source at a time: enough to amortise a
@@ -56,12 +56,14 @@ pub trait Source {
         &[]
     }
 
-    /// The stored rollups of `tag` at `resolution` for buckets within
-    /// `[start, end)` (both aligned to the resolution), in time order.
-    /// Each is `Rollup::compute` of its bucket's points with the last point
-    /// before the bucket as `prev`. Buckets without points may be missing:
-    /// the engine carries the held value across them. `Ok(None)` when this
-    /// source keeps no such rollups for the tag (string tags, say).
+    /// Stored rollups of `tag` at `resolution` whose buckets lie within
+    /// `[start, end)` (both aligned to the resolution), in time order. Each
+    /// is `Rollup::compute` of every point of the tag in its bucket. A
+    /// source may leave out any bucket (no points, too few points to be
+    /// worth a rollup, or points not final yet): the engine reads a missing
+    /// bucket from finer rollups or raw points, so leaving one out costs
+    /// time, never correctness. `Ok(None)` when this source keeps no such
+    /// rollups for the tag (string tags, say).
     fn rollups(
         &self,
         tag: &str,
@@ -85,6 +87,9 @@ pub enum RollupResolution {
 }
 
 impl RollupResolution {
+    /// Every resolution, finest first.
+    pub const ALL: [RollupResolution; 2] = [RollupResolution::Minute, RollupResolution::Hour];
+
     /// Bucket length in microseconds.
     pub const fn micros(self) -> u64 {
         match self {
@@ -95,12 +100,14 @@ impl RollupResolution {
 }
 
 /// An in-memory `Source`: one `BTreeMap` per tag. With `with_rollups` it
-/// also answers `rollups`, computed on the fly for buckets that hold points
-/// (as storage would keep them), so tests can compare both summary paths.
+/// also answers `rollups`, computed on the fly for buckets that hold at
+/// least `with_rollup_min_points` points (as storage keeps them), so tests
+/// can compare both summary paths.
 #[derive(Debug, Default)]
 pub struct MemSource {
     tags: BTreeMap<String, BTreeMap<Timestamp, Vec<Point>>>,
     resolutions: Vec<RollupResolution>,
+    rollup_min_points: u64,
     points_read: AtomicU64,
     rollups_read: AtomicU64,
 }
@@ -114,6 +121,13 @@ impl MemSource {
     /// Also serve rollups at these resolutions.
     pub fn with_rollups(mut self, resolutions: &[RollupResolution]) -> Self {
         self.resolutions = resolutions.to_vec();
+        self
+    }
+
+    /// Leave out rollups of buckets with fewer points than `n` (default 1),
+    /// as storage leaves out sparse buckets.
+    pub fn with_rollup_min_points(mut self, n: u64) -> Self {
+        self.rollup_min_points = n;
         self
     }
 
@@ -230,29 +244,20 @@ impl Source for MemSource {
         if !self.resolutions.contains(&resolution) {
             return Ok(None);
         }
-        let width = resolution.micros();
-        // Group the points of [start, end) by bucket; empty buckets are skipped.
-        let mut buckets: BTreeMap<u64, Vec<Point>> = BTreeMap::new();
+        let mut stream = RollupStream::new(resolution.micros());
+        let mut out = Vec::new();
         if start < end {
-            for (ts, points) in series.range(start..end) {
-                buckets
-                    .entry(span(start, *ts) / width)
-                    .or_default()
-                    .extend(points.iter().cloned());
+            for p in series.range(start..end).flat_map(|(_, points)| points) {
+                match stream.push(p) {
+                    Ok(done) => out.extend(done),
+                    // Storage keeps no rollups of string tags.
+                    Err(RollupError::NotNumeric(_)) => return Ok(None),
+                    Err(e) => return Err(SourceError::Storage(e.to_string())),
+                }
             }
         }
-        let mut out = Vec::with_capacity(buckets.len());
-        for (index, points) in buckets {
-            let bucket_start = bucket_bound(start, index, width);
-            let bucket_end = bucket_bound(start, index.saturating_add(1), width).min(end);
-            let prev = self.before(tag, bucket_start, false)?;
-            match Rollup::compute(prev.as_ref(), &points, bucket_start, bucket_end) {
-                Ok(rollup) => out.push(rollup),
-                // Storage keeps no rollups of string tags.
-                Err(RollupError::NotNumeric(_)) => return Ok(None),
-                Err(e) => return Err(SourceError::Storage(e.to_string())),
-            }
-        }
+        out.extend(stream.finish());
+        out.retain(|r| r.points() >= self.rollup_min_points);
         self.rollups_read
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         Ok(Some(out))
@@ -319,12 +324,6 @@ pub(crate) fn scan<S: Source + ?Sized>(
     }
 }
 
-/// `start + index * width`, saturating at the end of time.
-fn bucket_bound(start: Timestamp, index: u64, width: u64) -> Timestamp {
-    let t = i128::from(start.micros()) + i128::from(index) * i128::from(width);
-    Timestamp::from_micros(i64::try_from(t).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 // Tests may panic: that is how they fail.
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -375,6 +374,7 @@ mod tests {
         let mut src = MemSource::new().with_rollups(&[RollupResolution::Minute]);
         src.insert("a", p(5, 1));
         src.insert("a", p(2 * minute + 5, 2));
+        src.insert("a", p(2 * minute + 7, 4));
         let got = src
             .rollups(
                 "a",
@@ -386,7 +386,27 @@ mod tests {
             .unwrap();
         let starts: Vec<i64> = got.iter().map(|r| r.start().micros()).collect();
         assert_eq!(starts, [0, 2 * minute]);
-        // The second bucket starts from the value held since the first.
-        assert_eq!(got[1].integral(), 5e-6 * 1.0 + (minute - 5) as f64 * 2e-6);
+        // Each rollup holds its own bucket's points only.
+        assert_eq!(got[1].points(), 2);
+        assert_eq!(
+            got[1].integral(crate::query::Interpolation::Linear),
+            3e-6 * 2.0
+        );
+        let mut sparse = MemSource::new()
+            .with_rollups(&[RollupResolution::Minute])
+            .with_rollup_min_points(2);
+        for point in [p(5, 1), p(2 * minute + 5, 2), p(2 * minute + 7, 4)] {
+            sparse.insert("a", point);
+        }
+        let got = sparse
+            .rollups(
+                "a",
+                RollupResolution::Minute,
+                Timestamp::from_micros(0),
+                Timestamp::from_micros(3 * minute),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
     }
 }

@@ -4,12 +4,15 @@
 use std::time::Duration;
 
 use crate::encoding::{Point, Timestamp};
+use crate::query::aggregate::{Accumulator, Aggregate, Sample};
 use crate::query::numeric::{add, check_intervals, check_range, interval_micros, span};
-use crate::query::rollup::{held_value, Accumulator};
+use crate::query::rollup::bucket_end;
 use crate::query::source::{scan, Budget};
-use crate::query::{
-    HeldValue, Interpolation, QueryError, QueryLimits, Rollup, RollupResolution, Source,
-};
+use crate::query::{Interpolation, QueryError, QueryLimits, Rollup, RollupResolution, Source};
+
+/// Buckets asked of the source per `rollups` call: a long interval is read
+/// in pieces, so the rollups held at once stay bounded whatever the range.
+const ROLLUP_CHUNK: u64 = 4_096;
 
 /// One aggregate. Event-weighted kinds use the Good points inside the
 /// interval; time-weighted kinds use the value known over the interval
@@ -79,14 +82,16 @@ pub struct SummaryRow {
 /// point; linear integrates trapezoids between two good points and holds the
 /// value before a bad one.
 ///
-/// When the source keeps rollups, the intervals are at least as long as the
-/// finest, and the kinds can come from step rollups (all but TWA and Total
-/// with linear weighting), each interval is read as the coarsest rollups
-/// inside it, finer rollups at its edges and raw points for the rest: a
-/// year of 1 s data in 1,000 intervals reads about 8,760 hourly rollups,
-/// up to 118,000 minute rollups and up to 118,000 points, not 31.5 M points.
-/// All reads of one call, points and rollups, count against
-/// `max_points_scanned`.
+/// When the source keeps rollups and the intervals are at least as long as
+/// the finest, each interval is read as the coarsest stored rollups inside
+/// it, finer rollups where those are missing or at its edges, and raw
+/// points for the rest, all fed in time order to the same accumulator the
+/// raw path uses (rollups carry their first and last point, so the segments
+/// between pieces are integrated exactly as between two points, in either
+/// weighting). A year of 1 s data in 1,000 intervals reads about 8,760
+/// hourly rollups, up to 118,000 minute rollups and up to 118,000 points,
+/// not 31.5 M points. All reads of one call, points and rollups, count
+/// against `max_points_scanned`.
 // The arguments mirror the PI Web API call one to one.
 #[allow(clippy::too_many_arguments)]
 pub fn summary<S: Source + ?Sized>(
@@ -111,10 +116,59 @@ pub fn summary<S: Source + ?Sized>(
     let count = total.div_ceil(step);
     check_intervals(u128::from(count), limits.max_intervals)?;
     let grid = Grid { start, end, step };
-    if let Some(rows) = from_rollups(src, tag, &grid, count, kinds, weighting, limits)? {
-        return Ok(rows);
+    let held = src
+        .before(tag, start, false)?
+        .as_ref()
+        .map(sample)
+        .transpose()?;
+    let mut fold = Fold {
+        acc: Accumulator::new(grid.bound(0), grid.bound(1), held, weighting),
+        grid: &grid,
+        count,
+        k: 0,
+        rows: Vec::with_capacity(usize::try_from(count).unwrap_or(0)),
+        kinds,
+        weighting,
+    };
+    let mut budget = Budget::new(limits.max_points_scanned);
+    let mut levels = src.rollup_resolutions().to_vec();
+    levels.sort_by_key(|r| r.micros());
+    levels.dedup();
+    match levels.first() {
+        Some(finest) if step >= finest.micros() => {
+            let mut plan = Plan {
+                src,
+                tag,
+                budget: &mut budget,
+                pending: None,
+                cache: Vec::new(),
+                all_levels: &levels,
+            };
+            for k in 0..count {
+                let (a, b) = (grid.bound(k), grid.bound(k.saturating_add(1)));
+                if a < b {
+                    plan.tile(a, b, &levels, &mut fold)?;
+                }
+            }
+            plan.flush(&mut fold)?;
+        }
+        // Short intervals: one streaming scan beats one plan per interval.
+        _ => {
+            // [start, end) as an inclusive range: end > start, so end - 1 exists.
+            let last = Timestamp::from_micros(end.micros().saturating_sub(1));
+            scan(src, tag, start, last, &mut budget, |p| fold.point(p))?;
+        }
     }
-    from_points(src, tag, &grid, count, kinds, weighting, limits)
+    // Linear weighting interpolates towards the first point after the range.
+    let next = match weighting {
+        Interpolation::Linear => src
+            .after(tag, end, true)?
+            .as_ref()
+            .map(sample)
+            .transpose()?,
+        Interpolation::Step => None,
+    };
+    Ok(fold.finish(next))
 }
 
 /// The intervals `[start + k·step, start + (k+1)·step)`, the last cut at `end`.
@@ -132,235 +186,230 @@ impl Grid {
     }
 }
 
-fn from_points<S: Source + ?Sized>(
-    src: &S,
-    tag: &str,
-    grid: &Grid,
+/// Turns the stream of points and rollups, in time order, into rows: an
+/// interval is closed when the first piece after it arrives, which is also
+/// the point linear weighting interpolates towards.
+struct Fold<'a> {
+    acc: Accumulator,
+    grid: &'a Grid,
     count: u64,
-    kinds: &[SummaryKind],
+    /// Index of the interval `acc` accumulates.
+    k: u64,
+    rows: Vec<SummaryRow>,
+    kinds: &'a [SummaryKind],
     weighting: Interpolation,
-    limits: &QueryLimits,
-) -> Result<Vec<SummaryRow>, QueryError> {
-    let held = src
-        .before(tag, grid.start, false)?
-        .as_ref()
-        .map(held_value)
-        .transpose()
-        .map_err(|found| QueryError::WrongValueType { found })?;
-    let mut rows = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let mut k = 0u64;
-    let mut acc = Accumulator::new(grid.bound(0), grid.bound(1), held, weighting);
-    // [start, end) as an inclusive range: end > start, so end - 1 exists.
-    let last = Timestamp::from_micros(grid.end.micros().saturating_sub(1));
-    let mut budget = Budget::new(limits.max_points_scanned);
-    scan(src, tag, grid.start, last, &mut budget, |p| {
+}
+
+impl Fold<'_> {
+    fn point(&mut self, p: &Point) -> Result<(), QueryError> {
         // A source that strays out of range must not walk us past the last interval.
-        if p.ts < grid.start || p.ts >= grid.end {
+        if p.ts < self.grid.start || p.ts >= self.grid.end {
             return Ok(());
         }
-        while p.ts >= acc.end() {
-            k += 1;
-            close(&mut acc, Some(p), grid, k, kinds, weighting, &mut rows)?;
+        let s = sample(p)?;
+        self.advance(s);
+        self.acc.push(s);
+        Ok(())
+    }
+
+    fn rollup(&mut self, r: &Rollup) -> Result<(), QueryError> {
+        if r.start() < self.grid.start || r.end() > self.grid.end {
+            return Err(QueryError::InconsistentRollups("rollup outside the range"));
         }
-        acc.push(p)
-            .map_err(|found| QueryError::WrongValueType { found })
-    })?;
-    // Linear weighting interpolates towards the first point after the range.
-    let next = match weighting {
-        Interpolation::Linear => src.after(tag, grid.end, true)?,
-        Interpolation::Step => None,
-    };
-    while k < count {
-        k += 1;
-        close(
-            &mut acc,
-            next.as_ref(),
-            grid,
-            k,
-            kinds,
-            weighting,
-            &mut rows,
-        )?;
+        self.advance(r.first_point());
+        self.acc.absorb(r)
     }
-    Ok(rows)
-}
 
-/// Finishes `acc` into a row and starts interval `k` from its held value.
-fn close(
-    acc: &mut Accumulator,
-    next: Option<&Point>,
-    grid: &Grid,
-    k: u64,
-    kinds: &[SummaryKind],
-    weighting: Interpolation,
-    rows: &mut Vec<SummaryRow>,
-) -> Result<(), QueryError> {
-    let rollup = acc
-        .finish(next)
-        .map_err(|found| QueryError::WrongValueType { found })?;
-    rows.push(row(&rollup, kinds));
-    *acc = Accumulator::new(
-        grid.bound(k),
-        grid.bound(k.saturating_add(1)),
-        rollup.held,
-        weighting,
-    );
-    Ok(())
-}
-
-/// The rollup plan: each interval is tiled with the coarsest stored rollups
-/// that fit inside it, finer rollups for its ragged edges, and raw points
-/// for what is left, all merged in time order. `None` when rollups cannot
-/// serve: none kept, intervals shorter than the finest, or a linear
-/// time-weighted kind (rollups integrate step).
-fn from_rollups<S: Source + ?Sized>(
-    src: &S,
-    tag: &str,
-    grid: &Grid,
-    count: u64,
-    kinds: &[SummaryKind],
-    weighting: Interpolation,
-    limits: &QueryLimits,
-) -> Result<Option<Vec<SummaryRow>>, QueryError> {
-    let time_weighted = kinds
-        .iter()
-        .any(|k| matches!(k, SummaryKind::TimeWeightedAverage | SummaryKind::Total));
-    if time_weighted && weighting == Interpolation::Linear {
-        return Ok(None);
-    }
-    let mut levels = src.rollup_resolutions().to_vec();
-    levels.sort_by_key(|r| r.micros());
-    levels.dedup();
-    match levels.first() {
-        Some(finest) if grid.step >= finest.micros() => {}
-        // Streaming the points beats one plan per short interval.
-        _ => return Ok(None),
-    }
-    let mut plan = Plan {
-        src,
-        tag,
-        held: src
-            .before(tag, grid.start, false)?
-            .as_ref()
-            .map(held_value)
-            .transpose()
-            .map_err(|found| QueryError::WrongValueType { found })?,
-        budget: Budget::new(limits.max_points_scanned),
-    };
-    let mut rows = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for k in 0..count {
-        let (a, b) = (grid.bound(k), grid.bound(k.saturating_add(1)));
-        if a < b {
-            rows.push(row(&plan.tile(a, b, &levels)?, kinds));
+    /// Closes every interval that ends at or before `next`.
+    fn advance(&mut self, next: Sample) {
+        while next.ts >= self.acc.end() && self.k.saturating_add(1) < self.count {
+            self.close(Some(next));
         }
     }
-    Ok(Some(rows))
+
+    /// Finishes the current interval into a row and starts the next one
+    /// from its held value.
+    fn close(&mut self, next: Option<Sample>) {
+        let agg = self.acc.finish(next);
+        self.rows.push(row(&agg, self.kinds));
+        self.k = self.k.saturating_add(1);
+        self.acc = Accumulator::new(
+            self.grid.bound(self.k),
+            self.grid.bound(self.k.saturating_add(1)),
+            agg.held,
+            self.weighting,
+        );
+    }
+
+    fn finish(mut self, next: Option<Sample>) -> Vec<SummaryRow> {
+        while self.k < self.count {
+            self.close(next);
+        }
+        self.rows
+    }
 }
 
-/// State carried through the pieces of a rollup plan, in time order.
+/// Reads one interval at a time: the coarsest stored rollups that fit in
+/// it, then finer levels for the gaps and edges, then raw points. Adjacent
+/// raw stretches are read together: the end of one interval and the start
+/// of the next usually lie in the same minute, hence the same block, and a
+/// block is decoded whole on every read.
 struct Plan<'a, S: ?Sized> {
     src: &'a S,
     tag: &'a str,
-    /// The value held at the end of the last piece.
-    held: Option<HeldValue>,
-    budget: Budget,
+    budget: &'a mut Budget,
+    /// A raw stretch `[a, b)` not read yet.
+    pending: Option<(Timestamp, Timestamp)>,
+    /// Per resolution, the last rollups fetched and the range they cover.
+    cache: Vec<Fetched>,
+    /// Every resolution in use, finest first.
+    all_levels: &'a [RollupResolution],
+}
+
+/// Rollups of one resolution covering `[start, end)`.
+struct Fetched {
+    resolution: RollupResolution,
+    start: Timestamp,
+    end: Timestamp,
+    rollups: Vec<Rollup>,
 }
 
 impl<S: Source + ?Sized> Plan<'_, S> {
-    /// `[a, b)` (non-empty) from `levels` (finest first) and raw points.
+    /// Feeds `[a, b)` (non-empty) to `fold` from `levels` (finest first)
+    /// and raw points.
     fn tile(
         &mut self,
         a: Timestamp,
         b: Timestamp,
         levels: &[RollupResolution],
-    ) -> Result<Rollup, QueryError> {
-        let Some((coarsest, finer)) = levels.split_last() else {
-            return self.raw(a, b);
+        fold: &mut Fold<'_>,
+    ) -> Result<(), QueryError> {
+        let Some((&coarsest, finer)) = levels.split_last() else {
+            return self.raw(a, b, fold);
         };
         let width = coarsest.micros();
         let inner = align_up(a, width).zip(align_down(b, width));
         let Some((x, y)) = inner.filter(|(x, y)| x < y) else {
-            return self.tile(a, b, finer);
+            return self.tile(a, b, finer, fold);
         };
-        let mut out: Option<Rollup> = None;
         if a < x {
-            out = Some(self.tile(a, x, finer)?);
+            self.tile(a, x, finer, fold)?;
         }
-        let middle = match self.stored(*coarsest, x, y)? {
-            Some(r) => r,
-            // Not kept for this tag: the finer levels (or raw points) serve.
-            None => self.tile(x, y, finer)?,
-        };
-        out = Some(join(out, middle)?);
+        let mut cursor = x;
+        while cursor < y {
+            let chunk_end = add(cursor, width.saturating_mul(ROLLUP_CHUNK)).map_or(y, |e| e.min(y));
+            let Some(stored) = self.fetch(coarsest, cursor, chunk_end)? else {
+                // Not kept for this tag: the finer levels (or raw points) serve.
+                break;
+            };
+            for r in &stored {
+                let aligned = align_down(r.start(), width) == Some(r.start());
+                if !aligned || r.start() < cursor || r.end() != bucket_end(r.start(), width) {
+                    return Err(QueryError::InconsistentRollups("rollup out of place"));
+                }
+                if r.end() > chunk_end {
+                    return Err(QueryError::InconsistentRollups("rollup outside the range"));
+                }
+                if cursor < r.start() {
+                    self.tile(cursor, r.start(), finer, fold)?;
+                }
+                self.flush(fold)?;
+                self.budget.spend(1)?;
+                fold.rollup(r)?;
+                cursor = r.end();
+            }
+            if cursor < chunk_end {
+                // Buckets the source left out: read them finer.
+                self.tile(cursor, chunk_end, finer, fold)?;
+                cursor = chunk_end;
+            }
+        }
+        if cursor < y {
+            self.tile(cursor, y, finer, fold)?;
+        }
         if y < b {
-            out = Some(join(out, self.tile(y, b, finer)?)?);
+            self.tile(y, b, finer, fold)?;
         }
-        out.ok_or(QueryError::InconsistentRollups("empty tile"))
+        Ok(())
     }
 
-    /// `[a, b)` from raw points, step-weighted like a rollup.
-    fn raw(&mut self, a: Timestamp, b: Timestamp) -> Result<Rollup, QueryError> {
-        let mut acc = Accumulator::new(a, b, self.held, Interpolation::Step);
-        let last = Timestamp::from_micros(b.micros().saturating_sub(1));
-        scan(self.src, self.tag, a, last, &mut self.budget, |p| {
-            acc.push(p)
-                .map_err(|found| QueryError::WrongValueType { found })
-        })?;
-        let r = acc
-            .finish(None)
-            .map_err(|found| QueryError::WrongValueType { found })?;
-        self.held = r.held;
-        Ok(r)
-    }
-
-    /// `[x, y)` (aligned to `resolution`) merged from stored rollups, with
-    /// missing buckets (no points) carrying the held value; `None` when the
-    /// source keeps no such rollups for this tag.
-    fn stored(
+    /// The stored rollups of `[x, y)`. Below the coarsest resolution the
+    /// read reaches on to the next coarser boundary and is kept: the two
+    /// edges around an interval boundary need the minutes of the same hour,
+    /// so they cost one read instead of two.
+    fn fetch(
         &mut self,
         resolution: RollupResolution,
         x: Timestamp,
         y: Timestamp,
-    ) -> Result<Option<Rollup>, QueryError> {
-        let width = resolution.micros();
-        // Charged up front: the loop below visits every bucket, stored or not.
-        self.budget.spend(span(x, y) / width)?;
-        let Some(stored) = self.src.rollups(self.tag, resolution, x, y)? else {
+    ) -> Result<Option<Vec<Rollup>>, QueryError> {
+        let hit = self
+            .cache
+            .iter()
+            .find(|f| f.resolution == resolution && f.start <= x && y <= f.end);
+        if let Some(f) = hit {
+            let inside = f
+                .rollups
+                .iter()
+                .filter(|r| r.start() >= x && r.end() <= y)
+                .cloned()
+                .collect();
+            return Ok(Some(inside));
+        }
+        let coarser = self
+            .all_levels
+            .iter()
+            .map(|l| l.micros())
+            .find(|&w| w > resolution.micros());
+        let end = match coarser {
+            Some(w) => align_up(add(y, 1).unwrap_or(y), w).map_or(y, |e| e.max(y)),
+            None => y,
+        };
+        let Some(got) = self.src.rollups(self.tag, resolution, x, end)? else {
             return Ok(None);
         };
-        let mut stored = stored.into_iter().peekable();
-        let mut out: Option<Rollup> = None;
-        let mut t = x;
-        while t < y {
-            let bucket_end = add(t, width).map_or(y, |e| e.min(y));
-            if stored.peek().is_some_and(|r| r.start < t) {
-                return Err(QueryError::InconsistentRollups("rollup out of order"));
+        let inside = got
+            .iter()
+            .filter(|r| r.start() < y)
+            .cloned()
+            .collect::<Vec<_>>();
+        if end > y {
+            self.cache.retain(|f| f.resolution != resolution);
+            self.cache.push(Fetched {
+                resolution,
+                start: x,
+                end,
+                rollups: got,
+            });
+        }
+        Ok(Some(inside))
+    }
+
+    /// `[a, b)` from raw points: joined to the pending stretch if it
+    /// continues it, else read after it.
+    fn raw(&mut self, a: Timestamp, b: Timestamp, fold: &mut Fold<'_>) -> Result<(), QueryError> {
+        match self.pending {
+            Some((pa, pb)) if pb == a => self.pending = Some((pa, b)),
+            _ => {
+                self.flush(fold)?;
+                self.pending = Some((a, b));
             }
-            let bucket = match stored.next_if(|r| r.start == t) {
-                Some(r) if r.end == bucket_end => r,
-                Some(_) => return Err(QueryError::InconsistentRollups("rollup of wrong length")),
-                // No points in this bucket: the held value carries across it.
-                None => Accumulator::new(t, bucket_end, self.held, Interpolation::Step)
-                    .finish(None)
-                    .map_err(|found| QueryError::WrongValueType { found })?,
-            };
-            self.held = bucket.held.or(self.held);
-            out = Some(join(out, bucket)?);
-            t = bucket_end;
         }
-        if stored.next().is_some() {
-            return Err(QueryError::InconsistentRollups("rollup outside the range"));
-        }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Reads the pending raw stretch into `fold`.
+    fn flush(&mut self, fold: &mut Fold<'_>) -> Result<(), QueryError> {
+        let Some((a, b)) = self.pending.take() else {
+            return Ok(());
+        };
+        let last = Timestamp::from_micros(b.micros().saturating_sub(1));
+        scan(self.src, self.tag, a, last, self.budget, |p| fold.point(p))
     }
 }
 
-/// `prev` followed by `next`.
-fn join(prev: Option<Rollup>, next: Rollup) -> Result<Rollup, QueryError> {
-    match prev {
-        Some(p) => Ok(p.merge(&next)?),
-        None => Ok(next),
-    }
+fn sample(p: &Point) -> Result<Sample, QueryError> {
+    Sample::of(p).map_err(|found| QueryError::WrongValueType { found })
 }
 
 /// The first multiple of `width` (from the epoch) at or after `t`.
@@ -379,23 +428,24 @@ fn align_down(t: Timestamp, width: u64) -> Option<Timestamp> {
 }
 
 /// The requested kinds from one interval's aggregate.
-fn row(r: &Rollup, kinds: &[SummaryKind]) -> SummaryRow {
-    let event = |e: Option<(Timestamp, f64)>| (e.map(|(_, v)| v), e.map(|(t, _)| t));
+fn row(r: &Aggregate, kinds: &[SummaryKind]) -> SummaryRow {
+    let e = &r.events;
+    let event = |x: Option<(Timestamp, f64)>| (x.map(|(_, v)| v), x.map(|(t, _)| t));
     let values = kinds
         .iter()
         .map(|&kind| {
             let (value, ts) = match kind {
-                SummaryKind::Min => event(r.min),
-                SummaryKind::Max => event(r.max),
-                SummaryKind::First => event(r.first),
-                SummaryKind::Last => event(r.last),
-                SummaryKind::Average => (r.mean(), None),
+                SummaryKind::Min => event(e.min),
+                SummaryKind::Max => event(e.max),
+                SummaryKind::First => event(e.first),
+                SummaryKind::Last => event(e.last),
+                SummaryKind::Average => (e.mean(), None),
                 SummaryKind::TimeWeightedAverage => (r.time_weighted_average(), None),
                 #[allow(clippy::cast_precision_loss)]
-                SummaryKind::Count => (Some(r.count as f64), None),
+                SummaryKind::Count => (Some(e.count as f64), None),
                 SummaryKind::Total => ((r.good_micros > 0).then_some(r.integral), None),
-                SummaryKind::Range => (r.max.zip(r.min).map(|(mx, mn)| mx.1 - mn.1), None),
-                SummaryKind::StdDev => (r.std_dev(), None),
+                SummaryKind::Range => (e.max.zip(e.min).map(|(mx, mn)| mx.1 - mn.1), None),
+                SummaryKind::StdDev => (e.std_dev(), None),
                 SummaryKind::PercentGood => (Some(r.percent_good()), None),
             };
             SummaryValue { kind, value, ts }

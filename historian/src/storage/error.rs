@@ -6,6 +6,7 @@
 use thiserror::Error;
 
 use crate::encoding::{DecodeError, EncodeError, ValueType};
+use crate::query::RollupError;
 use crate::storage::TagId;
 
 /// Why a storage call failed.
@@ -82,6 +83,17 @@ pub enum StorageError {
         what: &'static str,
         /// Its key.
         key: Vec<u8>,
+    },
+    /// A stored rollup failed to decode, or a rollup could not be computed
+    /// or encoded (a bug here: storage rolls up numeric tags only).
+    #[error("rollup of tag {tag} at key {key:02x?}: {source}")]
+    Rollup {
+        /// Its tag.
+        tag: TagId,
+        /// Its key in `hist_rollup_1m` or `hist_rollup_1h` (empty if not stored yet).
+        key: Vec<u8>,
+        /// What went wrong.
+        source: RollupError,
     },
     /// The block encoder refused points (a bug here, or a string value too large).
     #[error("cannot encode block: {0}")]

@@ -1,9 +1,12 @@
 //! Storage: tag time series in RocksDB column families shared with the
 //! broker's database. This module owns the key layout (`keys`), the tag
 //! records (`meta`), the write path that can join the broker's group commit
-//! (`write`), reads (`read`), retention (`retention`) and tag search
-//! (`glob`). It knows nothing of MQTT or of query semantics (interpolation,
-//! summaries): those belong to the ingest decoders and `query`.
+//! (`write`), the minute and hour rollups kept with it (`rollups`), reads
+//! (`read`), retention (`retention`) and the query engine's view of it all
+//! (`source`). Tag search uses the crate's one pattern matcher
+//! (`crate::pattern`). It knows nothing of MQTT or of query semantics
+//! (interpolation, summaries): those belong to the ingest decoders and
+//! `query`, whose `Rollup` arithmetic it reuses.
 //!
 //! Memory per tag is small and bounded: metadata, the count of recent
 //! records, the latest point and the end of the sealed range. Points
@@ -16,6 +19,7 @@ mod keys;
 mod meta;
 mod read;
 mod retention;
+mod rollups;
 mod source;
 mod write;
 
@@ -39,7 +43,8 @@ pub use keys::{CF_BLOCKS, CF_RECENT, CF_ROLLUP_1H, CF_ROLLUP_1M, CF_TAGS};
 pub use meta::{Tag, TagId, TagMeta, MAX_DESCRIPTION_BYTES, MAX_TAG_NAME_BYTES, MAX_UNIT_BYTES};
 pub use read::TagStats;
 pub use retention::RetentionSummary;
-pub use write::{Op, SealHook, TagRef, WriteSet, WriteSummary};
+pub use rollups::DEFAULT_ROLLUP_MIN_POINTS;
+pub use write::{Op, TagRef, WriteSet, WriteSummary};
 
 /// Most points one `range` call returns, whatever limit the caller asks
 /// for: a query's memory is bounded even when a client asks for "all".
@@ -61,6 +66,9 @@ pub struct StorageConfig {
     pub default_retention: Option<Duration>,
     /// Largest `limit` honoured by `range` (at most `MAX_RANGE_POINTS`).
     pub max_range_points: usize,
+    /// Minute and hour buckets with fewer points keep no stored rollup
+    /// (queries read their points instead); at least 1.
+    pub rollup_min_points: u64,
 }
 
 impl Default for StorageConfig {
@@ -71,6 +79,7 @@ impl Default for StorageConfig {
             auto_create_tags: true,
             default_retention: None,
             max_range_points: MAX_RANGE_POINTS,
+            rollup_min_points: DEFAULT_ROLLUP_MIN_POINTS,
         }
     }
 }
@@ -105,7 +114,6 @@ pub struct Storage {
     writer: Mutex<WriterState>,
     poisoned: AtomicBool,
     replacements: AtomicU64,
-    hook: Option<Box<dyn SealHook>>,
 }
 
 impl Storage {
@@ -115,6 +123,7 @@ impl Storage {
     pub fn open(db: Arc<DB>, mut config: StorageConfig) -> Result<Storage, StorageError> {
         config.seal_threshold = config.seal_threshold.clamp(1, MAX_POINTS_PER_BLOCK / 2);
         config.max_range_points = config.max_range_points.min(MAX_RANGE_POINTS);
+        config.rollup_min_points = config.rollup_min_points.max(1);
         for name in keys::ALL_CFS {
             db.cf_handle(name)
                 .ok_or(StorageError::MissingColumnFamily(name))?;
@@ -132,7 +141,6 @@ impl Storage {
             writer: Mutex::new(WriterState { next_id }),
             poisoned: AtomicBool::new(false),
             replacements: AtomicU64::new(0),
-            hook: None,
         })
     }
 
@@ -150,12 +158,6 @@ impl Storage {
             .map(|(name, o)| rocksdb::ColumnFamilyDescriptor::new(name, o));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Storage::open(Arc::new(db), config)
-    }
-
-    /// Installs the hook called with every block written (rollups).
-    pub fn with_seal_hook(mut self, hook: Box<dyn SealHook>) -> Self {
-        self.hook = Some(hook);
-        self
     }
 
     /// The database, for a caller that writes `WriteSet` batches itself.

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use rocksdb::DBRawIterator;
 
 use crate::encoding::{
-    block_header, decode_block, decode_block_columns, decode_recent_point, Point, Timestamp,
+    block_header, decode_block, decode_block_columns, decode_block_window, decode_recent_point,
+    Point, Timestamp,
 };
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT};
 use crate::storage::write::RawBlock;
@@ -56,10 +57,12 @@ impl Storage {
         if start > end || limit == 0 {
             return Ok(out);
         }
-        let mut recent = self
-            .recent_points(tag, start, end)?
-            .into_values()
-            .peekable();
+        // Recent records are merged block by block, each read bounded by the
+        // block's last point: sealing leaves a tombstone in `hist_recent` for
+        // every point it moves, and an unbounded seek would walk all of them
+        // up to the live tail on every page of a long scan.
+        // `from`: recent records before it are merged already.
+        let mut from = start;
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         // The block that may hold `start` begins at or before it.
         it.seek_for_prev(keys::series_key(tag, start));
@@ -71,28 +74,39 @@ impl Storage {
             if !k.starts_with(&keys::tag_prefix(tag)) || k > end_key.as_slice() {
                 break;
             }
-            for p in decode_checked(tag, k, v)? {
-                if p.ts < start || p.ts > end {
-                    continue;
-                }
-                while let Some(r) = recent.next_if(|r| r.ts < p.ts) {
-                    out.push(r);
+            let points = decode_window_checked(tag, k, v, start, end)?;
+            if let Some(last) = points.last().map(|p| p.ts) {
+                let mut recent = RecentCursor::new(self, tag, from, last)?;
+                for p in points {
+                    while let Some(r) = recent.next_if(|r| r.ts < p.ts)? {
+                        out.push(r);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                    match recent.next_if(|r| r.ts == p.ts)? {
+                        Some(r) => out.push(r),
+                        None => out.push(p),
+                    }
                     if out.len() >= limit {
                         return Ok(out);
                     }
                 }
-                match recent.next_if(|r| r.ts == p.ts) {
-                    Some(r) => out.push(r),
-                    None => out.push(p),
-                }
-                if out.len() >= limit {
-                    return Ok(out);
+                match last.micros().checked_add(1) {
+                    Some(next) => from = Timestamp::from_micros(next),
+                    None => return Ok(out),
                 }
             }
             it.next();
         }
         it.status()?;
-        out.extend(recent.take(limit.saturating_sub(out.len())));
+        let mut recent = RecentCursor::new(self, tag, from, end)?;
+        while out.len() < limit {
+            match recent.next_if(|_| true)? {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
         Ok(out)
     }
 
@@ -112,16 +126,12 @@ impl Storage {
                 None => return Ok(None),
             }
         };
-        let mut rit = self.db.raw_iterator_cf(self.cf(CF_RECENT)?);
-        rit.seek_for_prev(keys::series_key(tag, bound));
-        let recent = recent_at(&rit, tag)?;
         let mut bit = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         bit.seek_for_prev(keys::series_key(tag, bound));
         let sealed = match (bit.key(), bit.value()) {
             (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-                decode_checked(tag, k, v)?
+                decode_window_checked(tag, k, v, Timestamp::from_micros(i64::MIN), bound)?
                     .into_iter()
-                    .take_while(|p| p.ts <= bound)
                     .last()
             }
             _ => {
@@ -129,6 +139,14 @@ impl Storage {
                 None
             }
         };
+        // Only a recent record at or after the sealed candidate can beat it:
+        // the lower bound keeps the seek off the tombstones of older points.
+        let mut opts = rocksdb::ReadOptions::default();
+        let floor = sealed.as_ref().map_or(i64::MIN, |s| s.ts.micros());
+        opts.set_iterate_lower_bound(keys::series_key(tag, Timestamp::from_micros(floor)).to_vec());
+        let mut rit = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
+        rit.seek_for_prev(keys::series_key(tag, bound));
+        let recent = recent_at(&rit, tag)?;
         Ok(match (recent, sealed) {
             (Some(r), Some(s)) => Some(if s.ts > r.ts { s } else { r }),
             (r, s) => r.or(s),
@@ -151,9 +169,6 @@ impl Storage {
                 None => return Ok(None),
             }
         };
-        let mut rit = self.db.raw_iterator_cf(self.cf(CF_RECENT)?);
-        rit.seek(keys::series_key(tag, bound));
-        let recent = recent_at(&rit, tag)?;
         let mut bit = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         bit.seek_for_prev(keys::series_key(tag, bound));
         if !at_tag(&bit, tag) {
@@ -177,6 +192,17 @@ impl Storage {
             bit.next();
         }
         bit.status()?;
+        // Only a recent record at or before the sealed candidate can beat it.
+        let mut opts = rocksdb::ReadOptions::default();
+        match sealed.as_ref().and_then(|s| s.ts.micros().checked_add(1)) {
+            Some(ceiling) => opts.set_iterate_upper_bound(
+                keys::series_key(tag, Timestamp::from_micros(ceiling)).to_vec(),
+            ),
+            None => opts.set_iterate_upper_bound(keys::series_end(tag)),
+        }
+        let mut rit = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
+        rit.seek(keys::series_key(tag, bound));
+        let recent = recent_at(&rit, tag)?;
         Ok(match (recent, sealed) {
             (Some(r), Some(s)) => Some(if s.ts < r.ts { s } else { r }),
             (r, s) => r.or(s),
@@ -310,6 +336,69 @@ impl Storage {
     }
 }
 
+/// One tag's recent records in `[start, end]`, decoded one at a time.
+struct RecentCursor<'a> {
+    it: DBRawIterator<'a>,
+    head: Option<Point>,
+}
+
+impl<'a> RecentCursor<'a> {
+    fn new(
+        storage: &'a Storage,
+        tag: TagId,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Self, StorageError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        match end.micros().checked_add(1) {
+            Some(e) => opts
+                .set_iterate_upper_bound(keys::series_key(tag, Timestamp::from_micros(e)).to_vec()),
+            None => opts.set_iterate_upper_bound(keys::series_end(tag)),
+        }
+        let mut it = storage.db.raw_iterator_cf_opt(storage.cf(CF_RECENT)?, opts);
+        it.seek(keys::series_key(tag, start));
+        let mut cursor = RecentCursor { it, head: None };
+        cursor.load()?;
+        Ok(cursor)
+    }
+
+    /// Decodes the record under the iterator into `head`.
+    fn load(&mut self) -> Result<(), StorageError> {
+        self.head = match (self.it.key(), self.it.value()) {
+            (Some(k), Some(v)) => {
+                let (p, _) =
+                    decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
+                        key: k.to_vec(),
+                        source,
+                    })?;
+                if keys::parse_series_key(k).map(|(_, ts)| ts) != Some(p.ts) {
+                    return Err(StorageError::CorruptRecord {
+                        what: "recent record (key and timestamp differ)",
+                        key: k.to_vec(),
+                    });
+                }
+                Some(p)
+            }
+            _ => {
+                self.it.status()?;
+                None
+            }
+        };
+        Ok(())
+    }
+
+    /// The next record if `pred` accepts it.
+    fn next_if(&mut self, pred: impl Fn(&Point) -> bool) -> Result<Option<Point>, StorageError> {
+        if !self.head.as_ref().is_some_and(pred) {
+            return Ok(None);
+        }
+        let p = self.head.take();
+        self.it.next();
+        self.load()?;
+        Ok(p)
+    }
+}
+
 fn at_tag(it: &DBRawIterator<'_>, tag: TagId) -> bool {
     it.key()
         .is_some_and(|k| k.starts_with(&keys::tag_prefix(tag)))
@@ -329,6 +418,38 @@ fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, Storag
             Ok(None)
         }
     }
+}
+
+/// The points of a block within `[from, to]`, decoding only as much as
+/// they need (`decode_block_window`), checked like `decode_checked`: the
+/// block starts at its key's time and the points returned strictly increase.
+pub(crate) fn decode_window_checked(
+    tag: TagId,
+    key: &[u8],
+    bytes: &[u8],
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Point>, StorageError> {
+    let corrupt = |source| StorageError::CorruptBlock {
+        tag,
+        key: key.to_vec(),
+        source,
+    };
+    let header = block_header(bytes).map_err(corrupt)?;
+    let points = decode_block_window(bytes, from, to).map_err(corrupt)?;
+    let key_ts = keys::parse_series_key(key).map(|(_, ts)| ts);
+    let consistent = Some(header.first_ts) == key_ts
+        && points.windows(2).all(|w| match w {
+            [a, b] => a.ts < b.ts,
+            _ => true,
+        });
+    if !consistent {
+        return Err(StorageError::CorruptRecord {
+            what: "block (key or order does not match its points)",
+            key: key.to_vec(),
+        });
+    }
+    Ok(points)
 }
 
 /// Decodes a block and checks it against its key: the first point must be

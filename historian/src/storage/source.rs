@@ -1,16 +1,27 @@
 //! Storage as the query engine's `Source` and the API's `Catalog`: names
 //! are resolved to ids from memory, then each call is one storage read.
+//! Minute and hour rollups are served for numeric tags, so long summaries
+//! through the API read rollups instead of points.
 
 use crate::api::{Catalog, CatalogError, TagInfo};
 use crate::encoding::{Point, Timestamp, ValueType};
-use crate::query::{Source, SourceError};
+use crate::query::{Rollup, RollupResolution, Source, SourceError};
 use crate::storage::{Storage, StorageError, Tag, TagId};
 
 impl Storage {
-    fn id_of(&self, name: &str) -> Result<TagId, SourceError> {
-        self.tag_by_name(name)
-            .map(|t| t.id)
+    /// Id and value type of the tag `name`, without copying its metadata
+    /// (a summary makes thousands of these calls).
+    fn lookup(&self, name: &str) -> Result<(TagId, ValueType), SourceError> {
+        let table = self.table();
+        table
+            .by_name
+            .get(name)
+            .and_then(|id| table.by_id.get(id).map(|e| (*id, e.meta.value_type)))
             .ok_or_else(|| SourceError::UnknownTag(name.to_owned()))
+    }
+
+    fn id_of(&self, name: &str) -> Result<TagId, SourceError> {
+        self.lookup(name).map(|(id, _)| id)
     }
 }
 
@@ -58,6 +69,26 @@ impl Source for Storage {
     fn latest(&self, tag: &str) -> Result<Option<Point>, SourceError> {
         let id = self.id_of(tag)?;
         Storage::latest(self, id).map_err(|e| source_error(tag, e))
+    }
+
+    fn rollup_resolutions(&self) -> &[RollupResolution] {
+        &RollupResolution::ALL
+    }
+
+    fn rollups(
+        &self,
+        tag: &str,
+        resolution: RollupResolution,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Option<Vec<Rollup>>, SourceError> {
+        let (id, value_type) = self.lookup(tag)?;
+        if value_type == ValueType::Str {
+            return Ok(None);
+        }
+        Storage::rollups(self, id, resolution, start, end)
+            .map(Some)
+            .map_err(|e| source_error(tag, e))
     }
 }
 

@@ -65,14 +65,6 @@ pub enum Op {
     },
 }
 
-/// Called with the points of every block written (new or rewritten), so
-/// rollups can be computed from exactly what was sealed. It may append
-/// operations (on `hist_rollup_1m` / `hist_rollup_1h`) to the same batch.
-pub trait SealHook: Send + Sync {
-    /// `points` are sorted and unique by timestamp; `ops` is the batch being built.
-    fn on_sealed(&self, tag: TagId, points: &[Point], ops: &mut Vec<Op>);
-}
-
 /// What a write did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -434,6 +426,7 @@ impl<'s> WriteSet<'s> {
         }
         let threshold = self.storage.config.seal_threshold;
         for (&id, st) in self.staged.iter_mut() {
+            let sealed_before = st.sealed_last;
             if usize::try_from(st.recent_count).map_or(true, |n| n >= threshold) {
                 self.summary.blocks_written += self.storage.seal(id, st, &mut ops)?;
             } else {
@@ -446,6 +439,14 @@ impl<'s> WriteSet<'s> {
                 key: keys::id_key(keys::TAGS_STATE, id).to_vec(),
                 value: meta::encode_state(st.recent_count).to_vec(),
             });
+            self.storage.rollup_ops(
+                id,
+                st.value_type,
+                &st.points,
+                sealed_before,
+                st.sealed_last,
+                &mut ops,
+            )?;
         }
         Ok(ops)
     }
@@ -668,9 +669,6 @@ impl Storage {
             key: keys::series_key(tag, first.ts).to_vec(),
             value: encode_block(points)?,
         });
-        if let Some(hook) = &self.hook {
-            hook.on_sealed(tag, points, ops);
-        }
         Ok(1)
     }
 }

@@ -80,6 +80,7 @@ pub use inspect::{inspect, Grant, Inspection, CLIENT_ID_PLACEHOLDER};
 pub use issue::{
     IssueRequest, Issued, IssuedFiles, BACKDATE, DEFAULT_DAYS, MAX_CSR_BYTES, MAX_DAYS,
 };
+pub use time_fmt::datetime;
 
 /// Default lifetime of the CA certificate: ten years, about a plant's
 /// hardware refresh cycle.

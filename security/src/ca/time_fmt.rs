@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 /// Date and time in UTC; out-of-range values print as raw seconds.
-pub(crate) fn datetime(unix: i64) -> String {
+pub fn datetime(unix: i64) -> String {
     match OffsetDateTime::from_unix_timestamp(unix) {
         Ok(t) => format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",

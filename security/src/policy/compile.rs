@@ -332,6 +332,19 @@ impl CompiledPolicy {
             .and_then(|i| u16::try_from(i).ok())
             .map(ZoneId)
     }
+    /// `owner_zone`, trying `likely` first: a device mostly publishes in its own zone, and
+    /// since namespaces never overlap a match there is the answer (the full scan is linear in
+    /// the zones).
+    pub(crate) fn owner_zone_near(&self, topic: &str, likely: ZoneId) -> Option<ZoneId> {
+        let own = self
+            .zones
+            .get(likely.at())
+            .is_some_and(|z| z.namespace.iter().any(|f| f.matches(topic)));
+        if own {
+            return Some(likely);
+        }
+        self.owner_zone(topic)
+    }
     /// Conduits from `from` to `to`.
     pub(crate) fn routes(
         &self,

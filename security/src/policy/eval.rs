@@ -424,7 +424,7 @@ fn publish(
     else {
         return Decision::deny(reason::NOT_AUTHORIZED, RuleId::NoMatchingRight);
     };
-    let Some(owner) = policy.owner_zone(topic) else {
+    let Some(owner) = policy.owner_zone_near(topic, subject.zone) else {
         return Decision::deny(reason::NOT_AUTHORIZED, RuleId::TopicOutsideZones);
     };
     if owner == subject.zone {

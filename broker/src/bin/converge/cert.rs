@@ -180,7 +180,7 @@ pub fn run(command: CertCommand) -> anyhow::Result<()> {
                                 .as_deref()
                                 .map(|p| format!(", profile {p}"))
                                 .unwrap_or_default(),
-                            unix_date(e.not_after),
+                            converge_security::ca::datetime(e.not_after),
                             issued.fingerprint
                         )),
                 );
@@ -202,7 +202,10 @@ pub fn run(command: CertCommand) -> anyhow::Result<()> {
             if let Some(p) = &e.profile {
                 println!("  profile     {p}");
             }
-            println!("  valid until {}", unix_date(e.not_after));
+            println!(
+                "  valid until {}",
+                converge_security::ca::datetime(e.not_after)
+            );
             println!("  SHA-256     {}", issued.fingerprint);
             println!("  certificate {}", files.cert.display());
             if let Some(key) = &files.key {
@@ -317,20 +320,4 @@ fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
         bail!("{}: larger than {max} bytes: not a {what}", path.display());
     }
     Ok(bytes)
-}
-
-/// `2027-11-25 17:51:13 UTC`.
-fn unix_date(seconds: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(seconds) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("@{seconds}"),
-    }
 }
