@@ -146,6 +146,25 @@ async fn confirmed(handshake: &mut watch::Receiver<Option<bool>>) -> bool {
     }
 }
 
+/// Records an accepted handshake (`handshake_accepted`) of a client with a certificate. The
+/// serial names a certificate without a Common Name.
+fn audit_handshake(
+    broker: &Broker,
+    peer: &PeerIdentity,
+    remote: SocketAddr,
+    listener: &ListenerContext,
+) {
+    if let Some(leaf) = &peer.leaf {
+        broker.audit(
+            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
+                .actor(peer.common_name.as_deref().unwrap_or("-"))
+                .source(remote)
+                .resource(listener.kind.name())
+                .reason(format!("serial {}", leaf.serial_hex())),
+        );
+    }
+}
+
 /// A transport's refusal of what the client sent (e.g. QUIC early data beyond a CONNECT),
 /// carried in the `std::io::Error` of `Link::read`: the loop closes with this reason.
 #[derive(Debug, Clone, Copy)]
@@ -209,16 +228,13 @@ pub async fn serve<L: Link>(
         max_packet_size: broker.config.limits.max_packet_size,
     };
     let mut rbuf = BytesMut::with_capacity(IDLE_BUFFER);
-    if let Some(leaf) = &peer.leaf {
-        // Recorded now, not at CONNECT: a client that completes the handshake and then says
-        // nothing is in the log too. The serial names a certificate without a Common Name.
-        broker.audit(
-            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
-                .actor(peer.common_name.as_deref().unwrap_or("-"))
-                .source(remote)
-                .resource(listener.kind.name())
-                .reason(format!("serial {}", leaf.serial_hex())),
-        );
+    // Recorded now, not at CONNECT: a client that completes the handshake and then says
+    // nothing is in the log too. A connection that may carry 0-RTT data has not completed its
+    // handshake yet: its record waits until the handshake is confirmed, and a replay that never
+    // confirms leaves none (its watcher records `handshake_rejected` instead).
+    let mut handshake_unaudited = link.replayable();
+    if !handshake_unaudited {
+        audit_handshake(&broker, &peer, remote, &listener);
     }
 
     // Phase 1: CONNECT, within the connect timeout.
@@ -287,6 +303,10 @@ pub async fn serve<L: Link>(
     };
     // A CONNECT in early data (QUIC 0-RTT) may be a recorded flight sent again by someone else.
     let mut replayable = link.replayable();
+    if handshake_unaudited && !replayable {
+        audit_handshake(&broker, &peer, remote, &listener);
+        handshake_unaudited = false;
+    }
     let mut handshake = link.handshake();
     if replayable {
         // A clean start wipes the session and a will is a message the broker will publish:
@@ -302,6 +322,8 @@ pub async fn serve<L: Link>(
                 return;
             }
             replayable = false;
+            audit_handshake(&broker, &peer, remote, &listener);
+            handshake_unaudited = false;
         }
     }
     broker
@@ -428,6 +450,9 @@ pub async fn serve<L: Link>(
         .actor(accepted.client_id.as_str())
         .source(remote)
         .resource(listener.kind.name());
+    if replayable {
+        connected = connected.reason("0-RTT, handshake not yet confirmed");
+    }
     if let Some(a) = &auth {
         connected = connected
             .zone(a.zone())
@@ -535,6 +560,10 @@ pub async fn serve<L: Link>(
             Event::Wake => conn.pump(),
             Event::Confirmed(true) => {
                 conn.replayable = false;
+                if handshake_unaudited {
+                    audit_handshake(&broker, &peer, remote, &conn.listener);
+                    handshake_unaudited = false;
+                }
                 conn.resend_inflight();
                 conn.pump();
             }

@@ -47,6 +47,18 @@ async fn first_visit(
     .await;
 }
 
+/// The audit records (JSON lines) of `action` whose actor is `actor`; read after shutdown,
+/// when the audit writer has flushed.
+fn audited(env: &Env, action: &str, actor: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(env.path("data").join("audit").join("audit.jsonl"))
+        .expect("audit log");
+    log.lines()
+        .filter(|l| l.contains(&format!("\"{action}\"")))
+        .filter(|l| l.contains(&format!("\"actor\":\"{actor}\"")))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A QoS 1 message from another device.
 async fn publish(env: &Env, addr: SocketAddr, topic: &str, payload: &[u8]) {
     let mut p = connect(env, addr, "publisher").await;
@@ -93,6 +105,13 @@ async fn a_0rtt_connect_gets_its_connack_and_its_session() {
     assert!(matches!(control.recv().await, Packet::PingResp));
     assert_eq!(server.broker.metrics.quic_0rtt_refused.get(), 0);
     server.shutdown().await.unwrap();
+    // The handshake is recorded once confirmed, as on the first visit; the CONNECT says it
+    // came as 0-RTT data.
+    assert_eq!(audited(&env, "handshake_accepted", "roam-0").len(), 2);
+    let connects = audited(&env, "connect", "roam-0");
+    assert_eq!(connects.len(), 2, "{connects:?}");
+    assert!(!connects[0].contains("0-RTT"), "{}", connects[0]);
+    assert!(connects[1].contains("0-RTT"), "{}", connects[1]);
 }
 
 #[tokio::test]
@@ -334,4 +353,62 @@ async fn a_replayed_0rtt_connect_publishes_no_will_and_takes_no_message() {
         ("site/status/marker", &b"2"[..])
     );
     server.shutdown().await.unwrap();
+    // Neither replay completed a handshake: only the device's own two visits are recorded as
+    // accepted handshakes; the replays as rejected ones (timeout).
+    assert_eq!(audited(&env, "handshake_accepted", "dev-r").len(), 2);
+    let log = std::fs::read_to_string(env.path("data").join("audit").join("audit.jsonl")).unwrap();
+    let rejected = log
+        .lines()
+        .filter(|l| l.contains("\"handshake_rejected\"") && l.contains("timeout"))
+        .count();
+    assert_eq!(rejected, 2, "{log}");
+}
+
+#[tokio::test]
+async fn a_0rtt_connect_with_a_certificate_revoked_since_is_refused_at_connect() {
+    let env = Env::new();
+    let crl = env.path("crl.pem");
+    std::fs::write(&crl, env.ca.crl(&[], 1)).unwrap();
+    let server = env
+        .start_with(|c| {
+            c.listeners.quic.zero_rtt = true;
+            c.listeners.tls.crl_file = Some(crl.clone());
+        })
+        .await;
+    let addr = server.quic_addr.unwrap();
+    let device = env.ca.device("gone-1");
+    let (config, tickets) = early_client_config(&env.ca.cert_pem, &device);
+    first_visit(&server, &config, &tickets, "gone-1", Some("zr/gone-1/#")).await;
+
+    // Revoked after the first visit: the resumed session carries the certificate verified
+    // then, which the handshake does not check again; the CONNECT is where it is refused.
+    std::fs::write(&crl, env.ca.crl(&[&device.0], 2)).unwrap();
+    server.broker.reload_crl().expect("CRL reloaded");
+    let (conn, accepted) = client_endpoint()
+        .connect_with(config, addr, "localhost")
+        .unwrap()
+        .into_0rtt()
+        .unwrap_or_else(|_| panic!("the client holds a ticket that allows 0-RTT"));
+    let mut control = MqttStream::from(conn.open_bi().await.unwrap());
+    control
+        .send
+        .write_all(&encode(Packet::Connect(connect_packet("gone-1", false))))
+        .await
+        .unwrap();
+    match control.recv().await {
+        Packet::ConnAck(a) => assert_eq!(a.code, ConnectReturnCode::NotAuthorized),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert!(accepted.await, "the early data itself was accepted");
+    assert_eq!(server.broker.metrics.quic_0rtt_connects.get(), 1);
+    // Refused by the check before the session is attached (its own counter).
+    assert!(server
+        .broker
+        .metrics
+        .render()
+        .contains("converge_connections_rejected_total{reason=\"0x87\"} 1"));
+    server.shutdown().await.unwrap();
+    let denied = audited(&env, "connect", "gone-1");
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert!(denied[1].contains("certificate revoked"), "{}", denied[1]);
 }

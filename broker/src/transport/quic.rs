@@ -536,6 +536,23 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_timeout_outlasts_the_keep_alive_and_pings_come_at_half_of_it() {
+        let mut s = QuicSettings {
+            max_streams: 16,
+            max_keep_alive_secs: 60,
+            keep_alive_interval: Duration::from_secs(10),
+            zero_rtt_tickets: None,
+        };
+        // The MQTT check comes at 1.5 x keep-alive (90 s), before QUIC's 120 s.
+        assert_eq!(s.idle_timeout(), Duration::from_secs(120));
+        assert_eq!(s.ping_interval(), Some(Duration::from_secs(10)));
+        s.keep_alive_interval = Duration::from_secs(300);
+        assert_eq!(s.ping_interval(), Some(Duration::from_secs(60)), "capped");
+        s.keep_alive_interval = Duration::ZERO;
+        assert_eq!(s.ping_interval(), None, "0: never");
+    }
+
+    #[test]
     fn early_data_is_one_connect_at_most() {
         const CONNECT: u8 = 0x10;
         const PUBLISH: u8 = 0x30;
