@@ -143,8 +143,17 @@ pub struct QuicListener {
     /// New handshakes per second above which clients must first prove their address with a
     /// Retry token (one more round trip, no state on our side until they do). 0: always.
     pub retry_above_handshakes_per_sec: u32,
-    /// 0-RTT early data. Off; enabling it is refused until CONNECT-only early data is built.
+    /// QUIC PING after this many seconds without anything sent on a connection (capped at half
+    /// the QUIC idle timeout, 2 x `mqtt.max_keep_alive_secs`); 0 = never. Keeps a live client's
+    /// QUIC idle timeout from ending its connection before the MQTT keep-alive check does; must
+    /// be below the clients' own QUIC idle timeout (30 s in quinn, MsQuic and quic-go).
+    pub keep_alive_interval_secs: u64,
+    /// 0-RTT: a returning client may send its CONNECT in its first flight (one round trip
+    /// less). Early data is replayable; only one CONNECT is accepted in it (docs/SECURITY.md).
     pub zero_rtt: bool,
+    /// Resumption tickets the server keeps for 0-RTT (each holds a client's certificate chain,
+    /// a few KB); oldest first out. 0 = two per `limits.max_connections`.
+    pub zero_rtt_tickets: usize,
 }
 
 impl Default for QuicListener {
@@ -155,7 +164,9 @@ impl Default for QuicListener {
             max_streams_per_connection: 16,
             max_handshakes_in_flight: 4096,
             retry_above_handshakes_per_sec: 200,
+            keep_alive_interval_secs: 10,
             zero_rtt: false,
+            zero_rtt_tickets: 0,
         }
     }
 }
@@ -485,12 +496,6 @@ impl Config {
         if !self.listeners.tls.enabled && !tcp.enabled && !quic.enabled {
             return Err(invalid("listeners", "no listener is enabled"));
         }
-        if quic.zero_rtt {
-            return Err(invalid(
-                "listeners.quic.zero_rtt",
-                "0-RTT is not supported: early data is replayable, and CONNECT-only early data is not built yet",
-            ));
-        }
         if quic.max_streams_per_connection > 1_000 {
             return Err(invalid(
                 "listeners.quic.max_streams_per_connection",
@@ -574,6 +579,15 @@ impl Config {
         Ok(())
     }
 
+    /// Resumption tickets the QUIC listener keeps for 0-RTT (`listeners.quic.zero_rtt_tickets`,
+    /// 0 meaning two per possible connection: rustls sends two per handshake).
+    pub fn zero_rtt_tickets(&self) -> usize {
+        match self.listeners.quic.zero_rtt_tickets {
+            0 => self.limits.max_connections.saturating_mul(2),
+            n => n,
+        }
+    }
+
     /// The development PKI, which is also the plant CA's directory (`converge ca`/`cert`).
     pub fn pki_dir(&self) -> PathBuf {
         converge_security::ca::default_dir(&self.data_dir)
@@ -626,6 +640,19 @@ mod tests {
             "[listeners.tcp]\nenabled = true\nbind = \"0.0.0.0:1883\"\ninsecure_allow_remote = true\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn zero_rtt_is_off_by_default_and_may_be_turned_on() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.listeners.quic.zero_rtt);
+        let c = Config::parse("[listeners.quic]\nzero_rtt = true\n").unwrap();
+        assert!(c.listeners.quic.zero_rtt);
+        assert_eq!(
+            c.zero_rtt_tickets(),
+            20_000,
+            "two per connection of the limit"
+        );
     }
 
     #[test]

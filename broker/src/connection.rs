@@ -123,6 +123,67 @@ pub trait Link: Send {
     fn multi_stream(&self) -> bool {
         false
     }
+
+    /// True while what was read may be a replay: early data (QUIC 0-RTT) whose handshake is
+    /// not yet confirmed. Such a transport passes on nothing but one CONNECT until then.
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    /// How the handshake ends: `Some(true)` once confirmed, `Some(false)` if it failed or timed
+    /// out, `None` before. Transports without early data are confirmed from the start.
+    fn handshake(&self) -> watch::Receiver<Option<bool>> {
+        watch::channel(Some(true)).1
+    }
+}
+
+/// Waits until the handshake `watch` tells how it ended; a closed channel without an answer
+/// counts as failed. Cancel-safe.
+async fn confirmed(handshake: &mut watch::Receiver<Option<bool>>) -> bool {
+    match handshake.wait_for(Option::is_some).await {
+        Ok(v) => *v == Some(true),
+        Err(_) => false,
+    }
+}
+
+/// Records an accepted handshake (`handshake_accepted`) of a client with a certificate. The
+/// serial names a certificate without a Common Name.
+fn audit_handshake(
+    broker: &Broker,
+    peer: &PeerIdentity,
+    remote: SocketAddr,
+    listener: &ListenerContext,
+) {
+    if let Some(leaf) = &peer.leaf {
+        broker.audit(
+            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
+                .actor(peer.common_name.as_deref().unwrap_or("-"))
+                .source(remote)
+                .resource(listener.kind.name())
+                .reason(format!("serial {}", leaf.serial_hex())),
+        );
+    }
+}
+
+/// A transport's refusal of what the client sent (e.g. QUIC early data beyond a CONNECT),
+/// carried in the `std::io::Error` of `Link::read`: the loop closes with this reason.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRefusal {
+    pub reason: ReasonCode,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for LinkRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (0x{:02X})", self.why, self.reason.0)
+    }
+}
+
+impl std::error::Error for LinkRefusal {}
+
+/// The refusal inside a read error, if the transport refused something.
+fn refusal(e: &std::io::Error) -> Option<LinkRefusal> {
+    e.get_ref()?.downcast_ref::<LinkRefusal>().copied()
 }
 
 /// A `Link` over one byte stream (TCP, TLS).
@@ -167,16 +228,13 @@ pub async fn serve<L: Link>(
         max_packet_size: broker.config.limits.max_packet_size,
     };
     let mut rbuf = BytesMut::with_capacity(IDLE_BUFFER);
-    if let Some(leaf) = &peer.leaf {
-        // Recorded now, not at CONNECT: a client that completes the handshake and then says
-        // nothing is in the log too. The serial names a certificate without a Common Name.
-        broker.audit(
-            AuditEvent::new(Action::HandshakeAccepted, Outcome::Success)
-                .actor(peer.common_name.as_deref().unwrap_or("-"))
-                .source(remote)
-                .resource(listener.kind.name())
-                .reason(format!("serial {}", leaf.serial_hex())),
-        );
+    // Recorded now, not at CONNECT: a client that completes the handshake and then says
+    // nothing is in the log too. A connection that may carry 0-RTT data has not completed its
+    // handshake yet: its record waits until the handshake is confirmed, and a replay that never
+    // confirms leaves none (its watcher records `handshake_rejected` instead).
+    let mut handshake_unaudited = link.replayable();
+    if !handshake_unaudited {
+        audit_handshake(&broker, &peer, remote, &listener);
     }
 
     // Phase 1: CONNECT, within the connect timeout.
@@ -210,6 +268,9 @@ pub async fn serve<L: Link>(
                     .protocol_errors
                     .with_label_values(&[&format!("0x{:02X}", e.reason_code().0)])
                     .inc();
+                // No CONNACK (the protocol version is unknown); a transport with close codes
+                // still tells the client why (QUIC: 0x81 malformed, 0x95 too large, ...).
+                link.close(Some(e.reason_code())).await;
                 return;
             }
         }
@@ -219,15 +280,52 @@ pub async fn serve<L: Link>(
             _ = tokio::time::sleep_until(deadline) => {
                 broker.metrics.connections_rejected.with_label_values(&["connect_timeout"]).inc();
                 tracing::info!("no CONNECT before the connect timeout; closing");
+                // The client stayed silent too long: the keep-alive code says so.
+                link.close(Some(ReasonCode::KEEP_ALIVE_TIMEOUT)).await;
                 return;
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                link.close(Some(ReasonCode::SERVER_SHUTTING_DOWN)).await;
+                return;
+            }
         };
         match read {
-            Ok((_, 0)) | Err(_) => return,
+            Ok((_, 0)) => return,
+            Err(e) => {
+                if let Some(r) = refusal(&e) {
+                    tracing::info!(why = r.why, "refused before CONNECT; closing");
+                    link.close(Some(r.reason)).await;
+                }
+                return;
+            }
             Ok((_, n)) => broker.metrics.bytes_received.inc_by(n as u64),
         }
     };
+    // A CONNECT in early data (QUIC 0-RTT) may be a recorded flight sent again by someone else.
+    let mut replayable = link.replayable();
+    if handshake_unaudited && !replayable {
+        audit_handshake(&broker, &peer, remote, &listener);
+        handshake_unaudited = false;
+    }
+    let mut handshake = link.handshake();
+    if replayable {
+        // A clean start wipes the session and a will is a message the broker will publish:
+        // neither may come from a replay, so both wait until the client has proved itself.
+        if connect.clean_start || connect.will.is_some() {
+            let ok = tokio::select! {
+                ok = tokio::time::timeout_at(deadline, confirmed(&mut handshake)) => ok.unwrap_or(false),
+                _ = shutdown.changed() => false,
+            };
+            if !ok {
+                tracing::info!("0-RTT CONNECT whose handshake was never confirmed; dropped");
+                link.close(Some(ReasonCode::NOT_AUTHORIZED)).await;
+                return;
+            }
+            replayable = false;
+            audit_handshake(&broker, &peer, remote, &listener);
+            handshake_unaudited = false;
+        }
+    }
     broker
         .metrics
         .packets_received
@@ -288,6 +386,35 @@ pub async fn serve<L: Link>(
     }
     tracing::Span::current().record("client_id", accepted.client_id.as_str());
 
+    // A resumed TLS session (and so every QUIC 0-RTT CONNECT) carries the certificate that was
+    // verified at its first handshake, not checked again: refuse it here if it has since been
+    // revoked or has expired, before the session is touched.
+    let stale = if peer.not_after.is_some_and(|t| t <= unix_now()) {
+        Some("client certificate expired")
+    } else if peer
+        .leaf
+        .as_ref()
+        .is_some_and(|leaf| broker.is_revoked(leaf))
+    {
+        Some("certificate revoked")
+    } else {
+        None
+    };
+    if let Some(why) = stale {
+        tracing::info!(
+            why,
+            "CONNECT refused: stale certificate of a resumed session"
+        );
+        refused(ReasonCode::NOT_AUTHORIZED, why);
+        broker
+            .metrics
+            .connections_rejected
+            .with_label_values(&["0x87"])
+            .inc();
+        reject_connect(&mut link, &broker, version, ReasonCode::NOT_AUTHORIZED).await;
+        return;
+    }
+
     let attached = broker.connect(
         &accepted.client_id,
         version,
@@ -323,13 +450,16 @@ pub async fn serve<L: Link>(
         .actor(accepted.client_id.as_str())
         .source(remote)
         .resource(listener.kind.name());
+    if replayable {
+        connected = connected.reason("0-RTT, handshake not yet confirmed");
+    }
     if let Some(a) = &auth {
         connected = connected
             .zone(a.zone())
             .rule(format!("profile {:?}", a.profile_name()));
     }
     broker.audit_critical(connected);
-    tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, "connected");
+    tracing::info!(%remote, listener = listener.kind.name(), version = version.level(), clean_start = connect.clean_start, session_present = attached.session_present, early = replayable, "connected");
 
     let connack = accepted.connack(attached.session_present, &broker.config, auth.as_deref());
     let mut conn = Conn {
@@ -363,10 +493,15 @@ pub async fn serve<L: Link>(
             .as_ref()
             .map(|a| Quota::new(&a.subject, std::time::Instant::now())),
         auth,
+        replayable,
     };
     conn.send(&Packet::ConnAck(connack));
-    conn.resend_inflight();
-    conn.pump();
+    // Until a 0-RTT client is confirmed, its session's messages stay queued: a replayed
+    // CONNECT must not take them (the CONNACK alone tells nothing a recording did not).
+    if !conn.replayable {
+        conn.resend_inflight();
+        conn.pump();
+    }
 
     let keep_alive = accepted.keep_alive;
     // MQTT-3.1.2-22: one and a half times the keep-alive without a packet ends the connection.
@@ -394,6 +529,9 @@ pub async fn serve<L: Link>(
             r = front(&mut conn.pending), if !conn.pending.is_empty() => Event::Committed(r),
             _ = conn.waker.notified() => Event::Wake,
             r = link.read(&mut rbuf) => Event::Read(r),
+            ok = tokio::time::timeout_at(deadline, confirmed(&mut handshake)), if conn.replayable => {
+                Event::Confirmed(ok.unwrap_or(false))
+            }
             _ = sleep_until_opt(idle_deadline) => Event::KeepAliveTimeout,
             _ = sleep_until_opt(cert_expiry) => Event::CertificateExpired,
         };
@@ -420,7 +558,24 @@ pub async fn serve<L: Link>(
                 conn.queue_deliveries(done.then);
             }
             Event::Wake => conn.pump(),
-            Event::Read(Ok((_, 0))) | Event::Read(Err(_)) => break Close::Network,
+            Event::Confirmed(true) => {
+                conn.replayable = false;
+                if handshake_unaudited {
+                    audit_handshake(&broker, &peer, remote, &conn.listener);
+                    handshake_unaudited = false;
+                }
+                conn.resend_inflight();
+                conn.pump();
+            }
+            Event::Confirmed(false) => {
+                // Whoever sent that CONNECT never proved to hold the session's keys.
+                break Close::Reason(ReasonCode::NOT_AUTHORIZED, "handshake not confirmed");
+            }
+            Event::Read(Ok((_, 0))) => break Close::Network,
+            Event::Read(Err(e)) => match refusal(&e) {
+                Some(r) => break Close::Reason(r.reason, r.why),
+                None => break Close::Network,
+            },
             Event::Read(Ok((route, n))) => {
                 broker.metrics.bytes_received.inc_by(n as u64);
                 conn.route = route;
@@ -525,6 +680,7 @@ enum Event {
     Kicked(Option<ReasonCode>),
     Committed(Result<(), StoreError>),
     Wake,
+    Confirmed(bool),
     Read(std::io::Result<(Route, usize)>),
     KeepAliveTimeout,
     CertificateExpired,
@@ -844,6 +1000,9 @@ struct Conn {
     quota: Option<Quota>,
     /// For the audit log.
     remote: SocketAddr,
+    /// The CONNECT came as early data and the handshake is not confirmed yet: nothing leaves
+    /// the session queue until it is.
+    replayable: bool,
 }
 
 impl Conn {
@@ -1528,6 +1687,9 @@ impl Conn {
 
     /// Moves queued messages to the socket while the client's receive window has room.
     fn pump(&mut self) {
+        if self.replayable {
+            return;
+        }
         let now = self.broker.clock.now_ms();
         let mut detached = Vec::new();
         let mut sent = 0usize;
@@ -1743,12 +1905,16 @@ impl Conn {
 /// The monotonic instant of a Unix time (seconds), if it is representable; a time already
 /// past is now.
 fn expiry_instant(unix_secs: i64) -> Option<Instant> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let now = u64::try_from(unix_now()).ok()?;
     let left = u64::try_from(unix_secs).ok()?.saturating_sub(now);
     Instant::now().checked_add(Duration::from_secs(left))
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Reason codes a PUBACK or PUBREC may carry (MQTT 5, 3.4.2.1 and 3.5.2.1).

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub quic_retries: IntCounter,
     pub quic_data_streams: IntCounter,
     pub quic_stream_resets: IntCounter,
+    pub quic_0rtt_connects: IntCounter,
+    pub quic_0rtt_refused: IntCounter,
     pub authorization_denied: IntCounterVec,
     /// The audit writer's totals (`AuditStats`), copied every few seconds.
     pub audit: IntGaugeVec,
@@ -152,6 +154,14 @@ impl Metrics {
                 "quic_stream_resets_total",
                 "QUIC data streams reset by clients",
             ),
+            quic_0rtt_connects: counter(
+                "quic_0rtt_connects_total",
+                "CONNECTs received as QUIC 0-RTT early data",
+            ),
+            quic_0rtt_refused: counter(
+                "quic_0rtt_refused_total",
+                "QUIC connections closed (0x82) for early data other than one CONNECT",
+            ),
             protocol_errors: counter_vec(
                 "protocol_errors_total",
                 "Connections closed for malformed or illegal packets, by reason code",
@@ -236,6 +246,8 @@ impl Metrics {
             Box::new(m.quic_retries.clone()),
             Box::new(m.quic_data_streams.clone()),
             Box::new(m.quic_stream_resets.clone()),
+            Box::new(m.quic_0rtt_connects.clone()),
+            Box::new(m.quic_0rtt_refused.clone()),
             Box::new(m.authorization_denied.clone()),
             Box::new(m.audit.clone()),
             Box::new(m.historian_points_written.clone()),

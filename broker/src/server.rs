@@ -144,13 +144,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             tracing::info!(path = %path.display(), "client certificates checked against the CRL");
         }
         if quic_cfg.enabled {
-            quic_server = Some(quic::server_config(
-                v.clone(),
-                &cert,
-                &key,
-                quic_cfg.max_streams_per_connection,
-                config.mqtt.max_keep_alive_secs,
-            )?);
+            let settings = quic::QuicSettings {
+                max_streams: quic_cfg.max_streams_per_connection,
+                max_keep_alive_secs: config.mqtt.max_keep_alive_secs,
+                keep_alive_interval: Duration::from_secs(quic_cfg.keep_alive_interval_secs),
+                zero_rtt_tickets: quic_cfg.zero_rtt.then(|| config.zero_rtt_tickets()),
+            };
+            quic_server = Some(quic::server_config(v.clone(), &cert, &key, &settings)?);
         }
         let acceptor = tls_cfg
             .enabled

@@ -1,6 +1,7 @@
 //! Transports move bytes and the peer's identity into the shared connection loop
 //! (`crate::connection`). They hold no MQTT logic.
 
+pub mod early_data;
 pub mod quic;
 pub mod tls;
 pub mod verify;

@@ -16,15 +16,16 @@ use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use converge_security::certs::EndEntityError;
 
-use crate::connection::{Link, Route};
+use crate::connection::{Link, LinkRefusal, Route};
 use crate::metrics::Metrics;
 use crate::mqtt::codec::reader::peek_varint;
 use crate::mqtt::packet::ReasonCode;
+use crate::transport::early_data::{self, EarlyData};
 use crate::transport::tls::{self, TlsSetupError};
 use crate::transport::verify::ClientVerifier;
 use crate::transport::PeerIdentity;
@@ -42,28 +43,66 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// QUIC application close code for a normal end (the MQTT reason code otherwise).
 const CLOSE_NORMAL: u32 = 0;
 
+/// What the QUIC listener's configuration decides for every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicSettings {
+    /// Data streams a client may have open besides the control stream (its stream credit).
+    pub max_streams: u32,
+    /// The longest MQTT keep-alive a client may get (`mqtt.max_keep_alive_secs`).
+    pub max_keep_alive_secs: u16,
+    /// How long the server lets a connection stay quiet before it sends a QUIC PING
+    /// (`Duration::ZERO`: never).
+    pub keep_alive_interval: Duration,
+    /// Resumption tickets kept for 0-RTT; `None`: 0-RTT off.
+    pub zero_rtt_tickets: Option<usize>,
+}
+
+impl QuicSettings {
+    /// The server's QUIC idle timeout: twice the longest MQTT keep-alive, so that for a peer
+    /// that stops answering, the MQTT check (1.5 x keep-alive, DISCONNECT 0x8D) comes first
+    /// unless the client's own idle timeout is shorter.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.max_keep_alive_secs) * 2)
+    }
+
+    /// The interval of the server's QUIC PINGs: as configured, at most half the idle timeout.
+    /// A PING answered restarts both sides' idle timers (RFC 9000 §10.1), so while the client's
+    /// network works, neither QUIC idle timeout ends the connection: the MQTT keep-alive does.
+    pub fn ping_interval(&self) -> Option<Duration> {
+        (!self.keep_alive_interval.is_zero())
+            .then(|| self.keep_alive_interval.min(self.idle_timeout() / 2))
+    }
+}
+
 /// The quinn server configuration: TLS 1.3 with the TLS listener's client verification, ALPN
-/// `mqtt`, no 0-RTT, a stream credit of `max_streams` data streams plus the control stream,
-/// no unidirectional streams, and an idle timeout of one and a half times the longest MQTT
-/// keep-alive a client may get, so that the MQTT keep-alive check (DISCONNECT 0x8D) always
-/// comes first and QUIC's idle timeout is only the backstop for a silent peer.
+/// `mqtt`, a stream credit of `max_streams` data streams plus the control stream, no
+/// unidirectional streams, the idle timeout and PINGs of `QuicSettings`, and 0-RTT only when
+/// `zero_rtt_tickets` is set. Every session's early data is recorded (`early_data::Guarded`).
 pub fn server_config(
     verifier: Arc<ClientVerifier>,
     cert_file: &std::path::Path,
     key_file: &std::path::Path,
-    max_streams: u32,
-    max_keep_alive_secs: u16,
+    settings: &QuicSettings,
 ) -> Result<quinn::ServerConfig, TlsSetupError> {
     let mut tls = tls::mutual_tls(verifier, cert_file, key_file, &[&rustls::version::TLS13])?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    if let Some(tickets) = settings.zero_rtt_tickets {
+        // QUIC allows only 0 or u32::MAX here (RFC 9001 §4.6.1): flow control bounds it.
+        tls.max_early_data_size = u32::MAX;
+        // rustls accepts early data only with stateful resumption, and this store hands each
+        // ticket out once (`take`): a recorded ClientHello cannot carry 0-RTT a second time in
+        // this process, and a restart forgets every ticket. Oldest tickets go first when full.
+        tls.session_storage = rustls::server::ServerSessionMemoryCache::new(tickets);
+    }
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| TlsSetupError::Verifier(format!("QUIC TLS configuration: {e}")))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut config =
+        quinn::ServerConfig::with_crypto(Arc::new(early_data::Guarded::new(Arc::new(crypto))));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(VarInt::from_u32(max_streams.saturating_add(1)));
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(settings.max_streams.saturating_add(1)));
     transport.max_concurrent_uni_streams(VarInt::from_u32(0));
-    let idle = Duration::from_millis(u64::from(max_keep_alive_secs) * 1500);
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(settings.idle_timeout()).ok());
+    transport.keep_alive_interval(settings.ping_interval());
     config.transport_config(Arc::new(transport));
     // Devices that change address keep their connection (NAT rebinding, Wi-Fi to cellular).
     config.migration(true);
@@ -148,6 +187,16 @@ enum Inbound {
     Opened(Route, SendStream),
     /// A stream's receive side ended: finished (false) or reset (true).
     Ended(Route, bool),
+    /// Early data other than one CONNECT: the connection ends with a protocol error.
+    EarlyRefused(&'static str),
+}
+
+/// The 0-RTT state of a connection accepted before its handshake was confirmed.
+pub struct Early {
+    /// Which bytes arrived as 0-RTT data, and whether the handshake is confirmed.
+    pub data: Arc<EarlyData>,
+    /// How the handshake ended (`Link::handshake`).
+    pub handshake: watch::Receiver<Option<bool>>,
 }
 
 /// The `Link` of one QUIC connection.
@@ -160,21 +209,37 @@ pub struct QuicLink {
     tasks: JoinSet<()>,
     remote: SocketAddr,
     metrics: Arc<Metrics>,
+    early: Option<Early>,
 }
 
 impl QuicLink {
-    /// Starts reading the control stream and accepting data streams.
+    /// Starts reading the control stream and accepting data streams. `early`: the connection
+    /// may carry 0-RTT data, of which only one CONNECT on the control stream is passed on.
     pub fn new(
         conn: Connection,
         control: (SendStream, RecvStream),
         max_packet_size: u32,
         metrics: Arc<Metrics>,
+        early: Option<Early>,
     ) -> QuicLink {
         let (tx, inbound) = mpsc::channel(INBOUND_QUEUE);
         let mut tasks = JoinSet::new();
         let max = usize::try_from(max_packet_size).unwrap_or(usize::MAX);
-        tasks.spawn(read_stream(Route::CONTROL, control.1, tx.clone(), max));
-        tasks.spawn(accept_data_streams(conn.clone(), tx, max, metrics.clone()));
+        let record = early.as_ref().map(|e| e.data.clone());
+        tasks.spawn(read_stream(
+            Route::CONTROL,
+            control.1,
+            tx.clone(),
+            max,
+            record.clone().map(|data| (data, metrics.clone())),
+        ));
+        tasks.spawn(accept_data_streams(
+            conn.clone(),
+            tx,
+            max,
+            metrics.clone(),
+            record,
+        ));
         QuicLink {
             remote: conn.remote_address(),
             conn,
@@ -183,6 +248,7 @@ impl QuicLink {
             inbound,
             tasks,
             metrics,
+            early,
         }
     }
 
@@ -230,6 +296,14 @@ impl Link for QuicLink {
                     self.metrics.quic_stream_resets.inc();
                     self.data.retain(|(r, _)| *r != route);
                 }
+                Some(Inbound::EarlyRefused(why)) => {
+                    self.metrics.quic_0rtt_refused.inc();
+                    tracing::info!(why, "0-RTT data refused");
+                    return Err(std::io::Error::other(LinkRefusal {
+                        reason: ReasonCode::PROTOCOL_ERROR,
+                        why,
+                    }));
+                }
             }
         }
     }
@@ -270,6 +344,17 @@ impl Link for QuicLink {
     fn multi_stream(&self) -> bool {
         true
     }
+
+    fn replayable(&self) -> bool {
+        self.early.as_ref().is_some_and(|e| !e.data.confirmed())
+    }
+
+    fn handshake(&self) -> watch::Receiver<Option<bool>> {
+        match &self.early {
+            Some(e) => e.handshake.clone(),
+            None => watch::channel(Some(true)).1,
+        }
+    }
 }
 
 /// Accepts the client's data streams (after the control stream) and starts their readers.
@@ -278,15 +363,24 @@ async fn accept_data_streams(
     tx: mpsc::Sender<Inbound>,
     max_packet: usize,
     metrics: Arc<Metrics>,
+    early: Option<Arc<EarlyData>>,
 ) {
     let mut readers = JoinSet::new();
     while let Ok((send, recv)) = conn.accept_bi().await {
+        // quinn makes a stream acceptable only after the packet that opened it was decrypted,
+        // so the record already shows whether that packet was 0-RTT.
+        if early.as_ref().is_some_and(|e| e.other_streams()) {
+            let _ = tx
+                .send(Inbound::EarlyRefused("a data stream opened in 0-RTT"))
+                .await;
+            return;
+        }
         let route = Route(u64::from(recv.id()));
         metrics.quic_data_streams.inc();
         if tx.send(Inbound::Opened(route, send)).await.is_err() {
             return;
         }
-        readers.spawn(read_stream(route, recv, tx.clone(), max_packet));
+        readers.spawn(read_stream(route, recv, tx.clone(), max_packet, None));
         // Reap finished readers so a long-lived connection that opens and closes many
         // streams does not accumulate their handles.
         while readers.try_join_next().is_some() {}
@@ -296,24 +390,55 @@ async fn accept_data_streams(
 /// Reads one stream and passes its whole packets on, in order. A packet whose declared length
 /// exceeds the limit, or a malformed length, is passed on as its header alone: the connection
 /// loop's decoder then closes the connection with the right reason code (0x95 or 0x81).
-async fn read_stream(route: Route, mut recv: RecvStream, tx: mpsc::Sender<Inbound>, max: usize) {
+/// With `early` (the control stream of a connection that may carry 0-RTT data), a packet with
+/// any byte that arrived as 0-RTT data is passed on only if it is the stream's first packet
+/// and a CONNECT (`early_rule`).
+async fn read_stream(
+    route: Route,
+    mut recv: RecvStream,
+    tx: mpsc::Sender<Inbound>,
+    max: usize,
+    early: Option<(Arc<EarlyData>, Arc<Metrics>)>,
+) {
     let mut buf = BytesMut::with_capacity(512);
+    // Stream offset of `buf`'s first byte.
+    let mut offset: u64 = 0;
     loop {
         let mut whole = 0;
         let mut stop = false;
         loop {
+            let start = whole;
             match frame_len(buf.get(whole..).unwrap_or_default(), max) {
                 Frame::Whole(n) => whole += n,
                 Frame::Partial => break,
                 Frame::Refused(n) => {
                     whole += n;
                     stop = true;
-                    break;
                 }
+            }
+            if let (Some((early, metrics)), Some(&header)) = (&early, buf.get(start)) {
+                let at = offset.saturating_add(start as u64);
+                let early_end = early.control_end();
+                if at == 0 && early_end > 0 && header >> 4 == 1 {
+                    metrics.quic_0rtt_connects.inc();
+                }
+                if let Err(why) = early_rule(at, header, early_end) {
+                    // What came before this packet goes on; this one and the rest do not.
+                    if start > 0 {
+                        let packets = buf.split_to(start).freeze();
+                        let _ = tx.send(Inbound::Packets(route, packets)).await;
+                    }
+                    let _ = tx.send(Inbound::EarlyRefused(why)).await;
+                    return;
+                }
+            }
+            if stop {
+                break;
             }
         }
         if whole > 0 {
             let packets = buf.split_to(whole).freeze();
+            offset = offset.saturating_add(whole as u64);
             if tx.send(Inbound::Packets(route, packets)).await.is_err() {
                 return;
             }
@@ -332,6 +457,22 @@ async fn read_stream(route: Route, mut recv: RecvStream, tx: mpsc::Sender<Inboun
                 return;
             }
         }
+    }
+}
+
+/// Whether the control-stream packet that starts at stream offset `start` with fixed-header
+/// byte `header` may be passed on, when the stream's first `early_end` bytes arrived as 0-RTT
+/// data (a prefix: 0-RTT precedes 1-RTT). Only the first packet may be early, and only a
+/// CONNECT; anything more would let a replayed flight act.
+fn early_rule(start: u64, header: u8, early_end: u64) -> Result<(), &'static str> {
+    if start >= early_end {
+        Ok(())
+    } else if start > 0 {
+        Err("0-RTT data beyond the CONNECT")
+    } else if header >> 4 != 1 {
+        Err("0-RTT data that is not a CONNECT")
+    } else {
+        Ok(())
     }
 }
 
@@ -392,5 +533,40 @@ mod tests {
             frame_len(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 1 << 30),
             Frame::Refused(5)
         ));
+    }
+
+    #[test]
+    fn the_idle_timeout_outlasts_the_keep_alive_and_pings_come_at_half_of_it() {
+        let mut s = QuicSettings {
+            max_streams: 16,
+            max_keep_alive_secs: 60,
+            keep_alive_interval: Duration::from_secs(10),
+            zero_rtt_tickets: None,
+        };
+        // The MQTT check comes at 1.5 x keep-alive (90 s), before QUIC's 120 s.
+        assert_eq!(s.idle_timeout(), Duration::from_secs(120));
+        assert_eq!(s.ping_interval(), Some(Duration::from_secs(10)));
+        s.keep_alive_interval = Duration::from_secs(300);
+        assert_eq!(s.ping_interval(), Some(Duration::from_secs(60)), "capped");
+        s.keep_alive_interval = Duration::ZERO;
+        assert_eq!(s.ping_interval(), None, "0: never");
+    }
+
+    #[test]
+    fn early_data_is_one_connect_at_most() {
+        const CONNECT: u8 = 0x10;
+        const PUBLISH: u8 = 0x30;
+        // Nothing early: anything goes (the loop itself wants CONNECT first).
+        assert_eq!(early_rule(0, PUBLISH, 0), Ok(()));
+        // A CONNECT of 20 bytes, all early: passed on.
+        assert_eq!(early_rule(0, CONNECT, 20), Ok(()));
+        // The packet after it, sent after the handshake: passed on.
+        assert_eq!(early_rule(20, PUBLISH, 20), Ok(()));
+        // The packet after it, in 0-RTT too (even one byte of it): refused.
+        assert!(early_rule(20, PUBLISH, 21).is_err());
+        assert!(early_rule(20, CONNECT, 40).is_err(), "a second CONNECT too");
+        // A first packet that is not a CONNECT: refused.
+        assert!(early_rule(0, PUBLISH, 1).is_err());
+        assert!(early_rule(0, 0xC0, 2).is_err(), "PINGREQ");
     }
 }

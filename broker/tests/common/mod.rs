@@ -3,6 +3,8 @@
 //! Every wait is bounded (`WAIT`); nothing sleeps to synchronise.
 #![allow(dead_code)]
 
+pub mod quic;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
