@@ -22,7 +22,9 @@ SAMPLES=${SAMPLES:-200}
 if ! command -v nft >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null
 fi
-cargo build --locked --release -p converge-broker --bin converge -p converge-benches --bin transport_bench
+# The workspace's binaries, as bench-ingest.sh builds them: `-p` would resolve features
+# differently and rebuild RocksDB.
+cargo build --locked --release --workspace --bins
 bin="$CARGO_TARGET_DIR/release"
 
 work=$(mktemp -d)
@@ -35,6 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Namespaces left by an interrupted run (their veth pair goes with them).
+ip netns del cv-srv 2>/dev/null || true
+ip netns del cv-cli 2>/dev/null || true
 ip netns add cv-srv
 ip netns add cv-cli
 ip link add cv-veth-s type veth peer name cv-veth-c
