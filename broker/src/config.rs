@@ -154,7 +154,16 @@ pub struct QuicListener {
     /// Resumption tickets the server keeps for 0-RTT (each holds a client's certificate chain,
     /// a few KB); oldest first out. 0 = two per `limits.max_connections`.
     pub zero_rtt_tickets: usize,
+    /// Kernel receive buffer asked for on the UDP socket (bytes). A reconnect storm delivers
+    /// thousands of Initials at once; what overflows the buffer is dropped and those clients
+    /// wait out a retransmission timeout that doubles each time. The kernel grants at most
+    /// `net.core.rmem_max`; the server logs a warning when it got less.
+    pub udp_recv_buffer_bytes: usize,
 }
+
+/// Bounds of `listeners.quic.udp_recv_buffer_bytes`.
+const MIN_UDP_RECV_BUFFER: usize = 64 << 10;
+const MAX_UDP_RECV_BUFFER: usize = 1 << 30;
 
 impl Default for QuicListener {
     fn default() -> Self {
@@ -167,6 +176,7 @@ impl Default for QuicListener {
             keep_alive_interval_secs: 10,
             zero_rtt: false,
             zero_rtt_tickets: 0,
+            udp_recv_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -508,6 +518,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(MIN_UDP_RECV_BUFFER..=MAX_UDP_RECV_BUFFER).contains(&quic.udp_recv_buffer_bytes) {
+            return Err(invalid(
+                "listeners.quic.udp_recv_buffer_bytes",
+                "must be between 65536 and 1073741824",
+            ));
+        }
         if self.audit.enabled && self.audit.queue_capacity == 0 {
             return Err(invalid("audit.queue_capacity", "must be at least 1"));
         }
@@ -629,6 +645,31 @@ mod tests {
         assert!(e.to_string().contains("sometimes"), "{e}");
         let e = Config::parse("[limits]\nmax_connections = 0\n").unwrap_err();
         assert!(e.to_string().contains("limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn quic_receive_buffer_is_bounded() {
+        assert_eq!(
+            Config::parse("")
+                .unwrap()
+                .listeners
+                .quic
+                .udp_recv_buffer_bytes,
+            4 << 20
+        );
+        for bad in [0, 65535, (1 << 30) + 1] {
+            let e = Config::parse(&format!(
+                "[listeners.quic]\nudp_recv_buffer_bytes = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("listeners.quic.udp_recv_buffer_bytes"),
+                "{e}"
+            );
+        }
+        let c = Config::parse("[listeners.quic]\nudp_recv_buffer_bytes = 16777216\n").unwrap();
+        assert_eq!(c.listeners.quic.udp_recv_buffer_bytes, 16 << 20);
     }
 
     #[test]

@@ -253,8 +253,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         ));
     }
     if let Some(server_config) = quic_server {
-        let endpoint =
-            quic::endpoint(server_config, quic_cfg.bind).map_err(|source| ServerError::Bind {
+        let endpoint = quic::endpoint(server_config, quic_cfg.bind, quic_cfg.udp_recv_buffer_bytes)
+            .map_err(|source| ServerError::Bind {
                 what: "QUIC listener",
                 addr: quic_cfg.bind,
                 source,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
+use converge_benches::mqtt_stream::{send, Reader, MAX_PACKET};
 use hdrhistogram::Histogram;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -32,10 +33,9 @@ use rumqttc::mqttbytes::v4::{Connect, Packet, PubAck, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-const MAX_PACKET: usize = 1 << 20;
 /// Upper bound on draining the last acknowledgements and on connecting.
 const WAIT: Duration = Duration::from_secs(30);
 /// PUBLISHes written in one go at most (fewer syscalls when the window has room).
@@ -136,7 +136,7 @@ async fn connect(
         .connect(name, tcp)
         .await?;
     let (r, w) = tokio::io::split(tls);
-    let mut reader = Reader::new(Box::new(r) as Box<dyn AsyncRead + Send + Unpin>);
+    let mut reader = Reader::new(Box::new(r) as Box<dyn AsyncRead + Send + Unpin>, 64 * 1024);
     let mut writer: Box<dyn AsyncWrite + Send + Unpin> = Box::new(w);
     let mut c = Connect::new(who.id);
     c.keep_alive = 60;
@@ -146,41 +146,6 @@ async fn connect(
         other => return Err(std::io::Error::other(format!("CONNACK: {other:?}"))),
     }
     Ok((reader, writer))
-}
-
-/// Reads MQTT packets from a byte stream.
-struct Reader<R> {
-    r: R,
-    buf: BytesMut,
-}
-
-impl<R: AsyncRead + Unpin> Reader<R> {
-    fn new(r: R) -> Self {
-        Reader {
-            r,
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-
-    async fn next(&mut self) -> std::io::Result<Packet> {
-        loop {
-            match Packet::read(&mut self.buf, MAX_PACKET) {
-                Ok(p) => return Ok(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => return Err(std::io::Error::other(format!("{e:?}"))),
-            }
-            if self.r.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-}
-
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, p: Packet) -> std::io::Result<()> {
-    let mut b = BytesMut::new();
-    p.write(&mut b, MAX_PACKET)
-        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    w.write_all(&b).await
 }
 
 fn now_ms() -> i64 {

@@ -19,18 +19,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use clap::{Parser, Subcommand};
+use converge_benches::mqtt_stream::{send, Reader};
 use hdrhistogram::Histogram;
 use quinn::crypto::rustls::QuicClientConfig;
 use rumqttc::mqttbytes::v4::{Connect, Packet, Publish, Subscribe};
 use rumqttc::mqttbytes::QoS;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-const MAX_PACKET: usize = 1 << 20;
 /// Upper bound on any one wait, so a run never hangs.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -113,41 +112,6 @@ fn client_tls(args: &Args) -> rustls::ClientConfig {
         .expect("client certificate")
 }
 
-/// Reads MQTT packets from any byte stream (a TLS half or a QUIC stream).
-struct Reader<R> {
-    r: R,
-    buf: BytesMut,
-}
-
-impl<R: AsyncRead + Unpin> Reader<R> {
-    fn new(r: R) -> Self {
-        Reader {
-            r,
-            buf: BytesMut::with_capacity(4096),
-        }
-    }
-
-    async fn next(&mut self) -> std::io::Result<Packet> {
-        loop {
-            match Packet::read(&mut self.buf, MAX_PACKET) {
-                Ok(p) => return Ok(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => return Err(std::io::Error::other(format!("{e:?}"))),
-            }
-            if self.r.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-}
-
-async fn send<W: AsyncWrite + Unpin>(w: &mut W, p: Packet) -> std::io::Result<()> {
-    let mut b = BytesMut::new();
-    p.write(&mut b, MAX_PACKET)
-        .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-    w.write_all(&b).await
-}
-
 /// One MQTT stream: a reader and a writer half.
 struct Stream {
     reader: Reader<Box<dyn AsyncRead + Send + Unpin>>,
@@ -172,7 +136,7 @@ async fn connect(ctx: &Ctx, transport: Transport, id: &str) -> std::io::Result<C
             let (r, w) = tokio::io::split(tls);
             (
                 Stream {
-                    reader: Reader::new(Box::new(r)),
+                    reader: Reader::new(Box::new(r), 4096),
                     writer: Box::new(w),
                 },
                 None,
@@ -188,7 +152,7 @@ async fn connect(ctx: &Ctx, transport: Transport, id: &str) -> std::io::Result<C
             let (w, r) = conn.open_bi().await.map_err(std::io::Error::other)?;
             (
                 Stream {
-                    reader: Reader::new(Box::new(r)),
+                    reader: Reader::new(Box::new(r), 4096),
                     writer: Box::new(w),
                 },
                 Some((endpoint, conn)),
@@ -209,7 +173,7 @@ async fn connect(ctx: &Ctx, transport: Transport, id: &str) -> std::io::Result<C
 async fn open_stream(conn: &quinn::Connection) -> std::io::Result<Stream> {
     let (w, r) = conn.open_bi().await.map_err(std::io::Error::other)?;
     Ok(Stream {
-        reader: Reader::new(Box::new(r)),
+        reader: Reader::new(Box::new(r), 4096),
         writer: Box::new(w),
     })
 }

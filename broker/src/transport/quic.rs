@@ -109,18 +109,32 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Kernel receive buffer asked for on the UDP socket. A reconnect storm sends thousands of
-/// 1,200-byte Initials at once; the default buffer (about 200 KB) drops most of them and
-/// each dropped client waits out a retransmission timeout that doubles each time. The
-/// kernel caps it at `net.core.rmem_max`.
-const UDP_RECV_BUFFER: usize = 4 << 20;
-
-/// The server endpoint on a UDP socket bound to `addr`, with a receive buffer sized for bursts.
-pub fn endpoint(config: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+/// The server endpoint on a UDP socket bound to `addr`, with a kernel receive buffer of
+/// `recv_buffer` bytes for bursts (`listeners.quic.udp_recv_buffer_bytes`).
+pub fn endpoint(
+    config: quinn::ServerConfig,
+    addr: SocketAddr,
+    recv_buffer: usize,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(addr)?;
     let state = quinn::udp::UdpSocketState::new((&socket).into())?;
-    if let Err(e) = state.set_recv_buffer_size((&socket).into(), UDP_RECV_BUFFER) {
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), recv_buffer) {
         tracing::warn!(error = %e, "cannot enlarge the QUIC socket's receive buffer");
+    }
+    // Linux reports twice what it set (the doubling covers its bookkeeping).
+    let reported_per_byte = if cfg!(target_os = "linux") { 2 } else { 1 };
+    match state
+        .recv_buffer_size((&socket).into())
+        .map(|r| r / reported_per_byte)
+    {
+        Ok(granted) if granted < recv_buffer => tracing::warn!(
+            asked = recv_buffer,
+            granted,
+            "the QUIC socket's receive buffer is smaller than listeners.quic.udp_recv_buffer_bytes \
+             (raise net.core.rmem_max): a reconnect storm may drop Initials"
+        ),
+        Ok(granted) => tracing::debug!(granted, "QUIC socket receive buffer"),
+        Err(e) => tracing::debug!(error = %e, "cannot read the QUIC socket's receive buffer size"),
     }
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
