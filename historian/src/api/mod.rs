@@ -28,6 +28,7 @@ mod metrics;
 mod observe;
 mod output;
 mod params;
+mod points_json;
 mod serve;
 mod token;
 

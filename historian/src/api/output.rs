@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::api::catalog::TagInfo;
 use crate::api::error::RequestError;
 use crate::api::params::{summary_name, Params};
+use crate::api::points_json;
 use crate::encoding::{Point, Severity, Timestamp, Value, ValueType};
 use crate::query::SummaryRow;
 
@@ -135,24 +136,11 @@ impl Output {
         }
     }
 
-    /// The JSON body. Points (the large answers) are serialized straight
-    /// into the buffer, not built as a `serde_json::Value` tree first:
-    /// that tree cost most of a 10,000-tag `latest`.
+    /// The JSON body; the point answers through `points_json`.
     fn json_bytes(self) -> Result<Vec<u8>, serde_json::Error> {
         match self {
-            Output::Points(items) => serde_json::to_vec(&Items {
-                items: items.iter().map(|i| TagPointsJson {
-                    tag: &i.tag,
-                    points: &i.points,
-                    next: i.next.as_deref(),
-                }),
-            }),
-            Output::Values(items) => serde_json::to_vec(&Items {
-                items: items.iter().map(|(tag, p)| TagValueJson {
-                    tag,
-                    point: p.as_ref().map(PointJson),
-                }),
-            }),
+            Output::Points(items) => points_json::points(&items),
+            Output::Values(items) => points_json::values(&items),
             Output::Summary(items) => serde_json::to_vec(&Items {
                 items: items.iter().map(|(tag, rows)| {
                     json!({ "tag": tag, "rows": rows.iter().map(row_json).collect::<Vec<_>>() })
@@ -252,25 +240,6 @@ pub fn rfc3339(ts: Timestamp) -> Option<String> {
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
-/// A time as RFC 3339 (like [`rfc3339`]) or `null`, formatted on the stack.
-struct TimeJson(Timestamp);
-
-impl Serialize for TimeJson {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // "+10000-01-01T00:00:00.123456Z" is 30 bytes; years past 9999 are refused below.
-        let mut buf = [0u8; 40];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let written =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0.micros()) * 1_000)
-                .ok()
-                .and_then(|t| t.format_into(&mut cursor, &Rfc3339).ok());
-        match written.and_then(|n| buf.get(..n)).map(std::str::from_utf8) {
-            Some(Ok(text)) => s.serialize_str(text),
-            _ => s.serialize_none(),
-        }
-    }
-}
-
 /// Milliseconds since the epoch, rounded down.
 pub fn epoch_ms(ts: Timestamp) -> i64 {
     ts.micros().div_euclid(1_000)
@@ -317,45 +286,6 @@ where
 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.clone())
-    }
-}
-
-#[derive(Serialize)]
-struct TagPointsJson<'a> {
-    tag: &'a str,
-    #[serde(serialize_with = "points_json")]
-    points: &'a [Point],
-    next: Option<&'a str>,
-}
-
-fn points_json<S: Serializer>(points: &&[Point], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(points.iter().map(PointJson))
-}
-
-#[derive(Serialize)]
-struct TagValueJson<'a> {
-    tag: &'a str,
-    point: Option<PointJson<'a>>,
-}
-
-/// One point as JSON: `time`, `time_ms`, `value`, `quality`, `substatus`.
-struct PointJson<'a>(&'a Point);
-
-impl Serialize for PointJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let p = self.0;
-        let mut map = s.serialize_map(Some(5))?;
-        map.serialize_entry("time", &TimeJson(p.ts))?;
-        map.serialize_entry("time_ms", &epoch_ms(p.ts))?;
-        match &p.value {
-            Value::F64(x) => map.serialize_entry("value", &finite(*x))?,
-            Value::I64(x) => map.serialize_entry("value", x)?,
-            Value::Bool(x) => map.serialize_entry("value", x)?,
-            Value::Str(x) => map.serialize_entry("value", x)?,
-        }
-        map.serialize_entry("quality", severity(p))?;
-        map.serialize_entry("substatus", &p.quality.substatus())?;
-        map.end()
     }
 }
 
