@@ -494,6 +494,7 @@ pub async fn serve<L: Link>(
             .map(|a| Quota::new(&a.subject, std::time::Instant::now())),
         auth,
         replayable,
+        delivery_denials_audited: Vec::new(),
     };
     conn.send(&Packet::ConnAck(connack));
     // Until a 0-RTT client is confirmed, its session's messages stay queued: a replayed
@@ -1003,7 +1004,15 @@ struct Conn {
     /// The CONNECT came as early data and the handshake is not confirmed yet: nothing leaves
     /// the session queue until it is.
     replayable: bool,
+    /// Publisher zones whose messages this connection was denied and the audit log was told
+    /// about: one record per zone per connection, so a wildcard subscriber facing a zone
+    /// boundary does not flood the log (every denial is still counted in the metrics).
+    delivery_denials_audited: Vec<Arc<str>>,
 }
+
+/// Publisher zones remembered per connection for `delivery_denials_audited`; beyond it,
+/// denials are only counted.
+const MAX_AUDITED_DENIAL_ZONES: usize = 64;
 
 impl Conn {
     fn v5(&self) -> bool {
@@ -1319,6 +1328,34 @@ impl Conn {
                 .rule(rule),
         );
         Some(reason)
+    }
+
+    /// Tells the audit log that a message was withheld from this subscriber by the policy, the
+    /// first time for each publisher zone on this connection.
+    fn audit_delivery_denied(&mut self, auth: Option<&SessionAuth>, d: &Delivery) {
+        let from: Arc<str> = d
+            .msg
+            .publisher_zone
+            .clone()
+            .unwrap_or_else(|| Arc::from("(topic owner)"));
+        if self.delivery_denials_audited.contains(&from)
+            || self.delivery_denials_audited.len() >= MAX_AUDITED_DENIAL_ZONES
+        {
+            return;
+        }
+        let mut event = AuditEvent::new(Action::DeliveryDenied, Outcome::Denied)
+            .actor(&*self.client_id)
+            .source(self.remote)
+            .resource(d.msg.publish.topic.as_str())
+            .reason(format!(
+                "0x87: published in zone {from}, which no conduit or right lets this subscriber \
+                 receive; later denials of that zone's messages on this connection are only counted"
+            ));
+        if let Some(a) = auth {
+            event = event.zone(a.zone());
+        }
+        self.broker.audit(event);
+        self.delivery_denials_audited.push(from);
     }
 
     /// This connection's policy view, refreshed from the session when a reload happened since
@@ -1755,6 +1792,7 @@ impl Conn {
                             .authorization_denied
                             .with_label_values(&["deliver", "0x87"])
                             .inc();
+                        self.audit_delivery_denied(auth.as_deref(), &d);
                         self.broker
                             .metrics
                             .messages_dropped

@@ -196,6 +196,17 @@ async fn data_crosses_zones_only_through_conduits() {
         .collect();
     assert_eq!(got, ["a1", "a2"], "cell B's message must not reach SCADA");
     assert_eq!(denied(&running, "deliver"), 1);
+    // A second message from cell B is withheld too: counted, but audited only once.
+    assert_eq!(
+        publish_reason(&mut robot, "plant1/cell-b/robot-07/telemetry/t", "b2").await,
+        ok
+    );
+    assert_eq!(
+        publish_reason(&mut press, "plant1/cell-a/press-01/telemetry/t", "a3").await,
+        ok
+    );
+    assert_eq!(scada.publish_packet().await.payload.as_ref(), b"a3");
+    assert_eq!(denied(&running, "deliver"), 2);
 
     // SCADA → cell A commands go through their conduit.
     let mut cmd = plant.cell(addr, "cell-a", "press-02").await;
@@ -209,6 +220,33 @@ async fn data_crosses_zones_only_through_conduits() {
     );
     assert_eq!(cmd.publish_packet().await.payload.as_ref(), b"go");
     running.shutdown().await.unwrap();
+
+    // The audit log names the withheld delivery once: subscriber, its zone, topic, why.
+    let denials: Vec<String> = audit_lines(&plant)
+        .into_iter()
+        .filter(|l| l.contains("\"action\":\"delivery_denied\""))
+        .collect();
+    assert_eq!(denials.len(), 1, "{denials:?}");
+    let d = &denials[0];
+    assert!(d.contains("\"actor\":\"hmi-1\""), "{d}");
+    assert!(d.contains("\"zone\":\"scada\""), "{d}");
+    assert!(d.contains("plant1/cell-b/robot-07/telemetry/t"), "{d}");
+    assert!(d.contains("published in zone cell-b"), "{d}");
+}
+
+/// The audit log as JSON lines, after checking that it verifies.
+fn audit_lines(plant: &Plant) -> Vec<String> {
+    use converge_security::audit::{cli_verify, export, ExportFormat, ExportOptions};
+    let dir = plant.env.path("data").join("audit");
+    let report = cli_verify(&dir, None).unwrap();
+    assert!(report.contains("OK"), "{report}");
+    let mut out = Vec::new();
+    export(&dir, &ExportOptions::new(ExportFormat::Jsonl), &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -236,15 +274,8 @@ async fn placeholders_keep_each_device_to_its_own_topics() {
 
     // The audit log holds the connection and both denials, with the rule that decided, and
     // verifies as intact.
-    use converge_security::audit::{cli_verify, export, ExportFormat, ExportOptions};
-    let dir = plant.env.path("data").join("audit");
-    let report = cli_verify(&dir, None).unwrap();
-    assert!(report.contains("OK"), "{report}");
-    let mut out = Vec::new();
-    let options = ExportOptions::new(ExportFormat::Jsonl);
-    export(&dir, &options, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = audit_lines(&plant);
+    let text = lines.join("\n");
     let find = |action: &str| {
         lines
             .iter()
