@@ -619,6 +619,35 @@ async fn cert_issue_and_revoke_without_a_server_are_audited_and_verify_names_an_
     let err = err_in(&data, &["audit", "export", "--since", "yesterday"]).await;
     assert!(err.contains("not a time"), "{err}");
 
+    // A copy handed to an auditor is proven a prefix of the log after it grew.
+    let copy = dir.path().join("audit-copy");
+    copy_files(&data.join("audit"), &copy);
+    let old = audit_records(&data).len();
+    // A refused admin command is recorded too.
+    err_in(&data, &["cert", "revoke", "1234", "--reason", "superseded"]).await;
+    let new = audit_records(&data).len();
+    assert!(new > old, "the log grew: {old} -> {new}");
+    let proved = ok_in(&data, &["audit", "prove", copy.to_str().unwrap()]).await;
+    assert!(
+        proved.contains(&format!("({old} records, root ")),
+        "{proved}"
+    );
+    assert!(proved.contains("is a prefix of"), "{proved}");
+    assert!(
+        proved.contains(&format!("({new} records, root ")),
+        "{proved}"
+    );
+    let json = ok_in(&data, &["audit", "prove", copy.to_str().unwrap(), "--json"]).await;
+    let proof: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(proof["old_size"].as_u64(), u64::try_from(old).ok());
+    assert_eq!(proof["new_size"].as_u64(), u64::try_from(new).ok());
+    // A copy edited after the fact proves nothing.
+    let copied_log = copy.join("audit.jsonl");
+    let text = std::fs::read_to_string(&copied_log).unwrap();
+    std::fs::write(&copied_log, text.replacen("cell-a", "cell-c", 1)).unwrap();
+    let err = err_in(&data, &["audit", "prove", copy.to_str().unwrap()]).await;
+    assert!(err.contains("is NOT intact"), "{err}");
+
     // One edited line: verify fails, exit code non-zero, and names the record.
     let log = data.join("audit/audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -826,4 +855,15 @@ async fn admin_commands_reach_a_running_servers_log_through_the_spool() {
     running.shutdown().await.unwrap();
     let verified = ok_in(&data, &["audit", "verify"]).await;
     assert!(verified.contains("records:     5"), "{verified}");
+}
+
+/// Copies the files (not subdirectories) of `from` into a new directory `to`.
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! `converge audit verify | export`: thin wrappers over `converge_security::audit` (`cli_verify`,
-//! `export`, `parse_time`).
+//! `converge audit verify | prove | export`: thin wrappers over `converge_security::audit`
+//! (`cli_verify`, `verify`, `tree_head`, `prove_prefix`, `verify_prefix`, `export`,
+//! `parse_time`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +23,25 @@ pub enum AuditCommand {
         /// which an intruder who can write the log can also replace).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Prove that an earlier copy of the audit log (a copied audit directory, e.g. one handed to
+    /// an auditor) is a prefix of the log today: the copy verifies on its own, and an RFC 9162
+    /// consistency proof links its Merkle tree head to today's. Exits non-zero otherwise.
+    Prove {
+        /// The earlier copy (an audit directory).
+        copy: PathBuf,
+        /// Today's audit directory (default: the configuration's, <data_dir>/audit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The checkpoint public key kept outside the log's directory (default: DIR/audit.pub).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Print the proof as one JSON line (old and new tree heads and the proof path), for an
+        /// auditor who checks it independently.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -61,6 +81,62 @@ pub fn run(command: AuditCommand) -> anyhow::Result<()> {
             let text = audit::cli_verify(&dir, public_key.as_deref())
                 .with_context(|| format!("audit log {} is NOT intact", dir.display()))?;
             print!("{text}");
+            Ok(())
+        }
+        AuditCommand::Prove {
+            copy,
+            dir,
+            public_key,
+            json,
+            server,
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => server.load()?.audit_dir(),
+            };
+            let key_path = public_key.unwrap_or_else(|| dir.join(audit::PUBLIC_KEY_FILE));
+            let key = audit::PublicKey::from_file(&key_path)
+                .with_context(|| format!("reading the public key {}", key_path.display()))?;
+            // The copy must stand on its own (chain and signed checkpoints, today's key), and
+            // today's log too: a proof between two damaged logs would prove nothing.
+            audit::verify(&copy, &key)
+                .with_context(|| format!("the copy {} is NOT intact", copy.display()))?;
+            audit::verify(&dir, &key)
+                .with_context(|| format!("audit log {} is NOT intact", dir.display()))?;
+            let (old_size, old_root) = audit::tree_head(&copy, None)
+                .with_context(|| format!("reading {}", copy.display()))?;
+            let proof = audit::prove_prefix(&dir, old_size).with_context(|| {
+                format!(
+                    "{} holds fewer records than the copy's {old_size}",
+                    dir.display()
+                )
+            })?;
+            audit::verify_prefix(
+                &old_root,
+                old_size,
+                &proof.new_root,
+                proof.new_size,
+                &proof.path,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the copy {} ({old_size} records) is NOT a prefix of {}: {e}",
+                    copy.display(),
+                    dir.display()
+                )
+            })?;
+            if json {
+                println!("{}", proof.to_json());
+            } else {
+                println!(
+                    "{} ({old_size} records, root {old_root}) is a prefix of {} ({} records, root {}): consistency proof of {} hashes verified",
+                    copy.display(),
+                    dir.display(),
+                    proof.new_size,
+                    proof.new_root,
+                    proof.path.len()
+                );
+            }
             Ok(())
         }
         AuditCommand::Export {
