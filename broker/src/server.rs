@@ -293,12 +293,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         if hist_cfg.api.enabled {
             let listener = bind("historian API", hist_cfg.api.bind).await?;
             let mut state = ApiState::new(storage.clone(), storage.clone());
-            if let Some(audit) = broker
-                .audit
-                .clone()
-                .filter(|_| config.audit.historian_queries)
-            {
-                state = state.with_observer(Arc::new(AuditedQueries(audit)));
+            if let Some(audit) = broker.audit.clone() {
+                state = state.with_observer(Arc::new(AuditedQueries {
+                    log: audit,
+                    queries: config.audit.historian_queries,
+                }));
             }
             // IT applications with certificates from the devices' CA get the same checks as
             // devices: its CRL (revocation reaches the API too) and the end-entity rules.
@@ -527,11 +526,27 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// Historian API requests as audit records: who read which tags over which range, and how
-/// it ended.
-struct AuditedQueries(AuditLog);
+/// it ended (when `[audit] historian_queries`); and every HTTPS client refused at the
+/// handshake, as for the MQTT listeners.
+struct AuditedQueries {
+    log: AuditLog,
+    queries: bool,
+}
 
 impl QueryObserver for AuditedQueries {
+    fn handshake_refused(&self, peer: SocketAddr, reason: &'static str, detail: &str) {
+        self.log.record(
+            AuditEvent::new(Action::HandshakeRejected, Outcome::Failure)
+                .source(peer)
+                .resource("historian-api")
+                .reason(format!("{reason}: {detail}")),
+        );
+    }
+
     fn answered(&self, q: &QueryRecord<'_>) {
+        if !self.queries {
+            return;
+        }
         let outcome = match q.status {
             403 => Outcome::Denied,
             s if s >= 400 => Outcome::Failure,
@@ -544,7 +559,7 @@ impl QueryObserver for AuditedQueries {
         if let Some(peer) = q.peer {
             event = event.source(peer);
         }
-        self.0.record(event);
+        self.log.record(event);
     }
 }
 

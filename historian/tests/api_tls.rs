@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use api_util::*;
 use converge_historian::api::{
-    serve, serve_on, ApiConfig, ApiError, ApiState, ClientConfig, TlsConfig,
+    serve, serve_on, ApiConfig, ApiError, ApiState, ClientConfig, QueryObserver, QueryRecord,
+    TlsConfig,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -241,5 +242,92 @@ async fn silent_clients_are_dropped_after_the_handshake_timeout() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+    s.stop().await.unwrap();
+}
+
+/// Reports refused handshakes to the test.
+struct Refused(tokio::sync::mpsc::UnboundedSender<(&'static str, String)>);
+
+impl QueryObserver for Refused {
+    fn answered(&self, _: &QueryRecord<'_>) {}
+
+    fn handshake_refused(&self, _peer: SocketAddr, reason: &'static str, detail: &str) {
+        let _ = self.0.send((reason, detail.to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn refused_https_clients_are_counted_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let mut config = ApiConfig::default();
+    config.tls = Some(tls_files(dir.path(), &pki));
+    config.clients = vec![ClientConfig::new("client-a", &["*"])];
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (src, cat) = fixture();
+    let state = ApiState::new(Arc::new(src), Arc::new(cat)).with_observer(Arc::new(Refused(tx)));
+    let s = start_with(config, state).await;
+
+    let cases = [
+        (
+            connector(&pki.ca_pem, None),
+            "certificate",
+            "no certificate",
+        ),
+        (
+            connector(&pki.ca_pem, Some(&pki.stranger)),
+            "certificate",
+            "foreign CA",
+        ),
+        (
+            connector(&pki.ca_pem, Some(&pki.local_cn)),
+            "no_identity",
+            "CN local",
+        ),
+    ];
+    for (n, (client, reason, what)) in cases.into_iter().enumerate() {
+        let r = https(s.addr, &client, "/api/v1/tags").await;
+        assert!(r.is_err(), "{what}: answered: {r:?}");
+        let (got, detail) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the refusal is reported")
+            .unwrap();
+        assert_eq!(got, reason, "{what}: {detail}");
+        assert!(!detail.is_empty());
+        assert_eq!(
+            s.state.metrics().handshakes_refused(reason),
+            if reason == "certificate" {
+                n as u64 + 1
+            } else {
+                1
+            },
+            "{what}"
+        );
+    }
+    // Plain HTTP to the TLS port: not a certificate problem.
+    let _ = exchange(
+        TcpStream::connect(s.addr).await.unwrap(),
+        "GET",
+        "/api/v1/tags",
+        &[],
+        "",
+    )
+    .await;
+    let (got, _) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the refusal is reported")
+        .unwrap();
+    assert_eq!(got, "other");
+    // A good client is not reported, and the counters are in the metrics text.
+    let a = connector(&pki.ca_pem, Some(&pki.client_a));
+    let r = https(s.addr, &a, "/api/v1/metrics").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body
+            .contains("historian_api_tls_handshakes_refused_total{reason=\"certificate\"} 2"),
+        "{}",
+        r.body
+    );
+    assert!(rx.try_recv().is_err(), "a good client was reported refused");
     s.stop().await.unwrap();
 }

@@ -1,5 +1,5 @@
-//! Request metrics: requests by endpoint and status, and latency per
-//! endpoint. Plain counters behind a std `Mutex` (held for a map update,
+//! Request metrics: requests by endpoint and status, latency per
+//! endpoint, and refused TLS handshakes by reason. Plain counters behind a std `Mutex` (held for a map update,
 //! never across an await), so the broker can export them however it
 //! exports the rest; `render` gives the Prometheus text format.
 
@@ -24,6 +24,7 @@ pub struct Latency {
 pub struct ApiMetrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Latency>>,
+    handshakes_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl ApiMetrics {
@@ -58,6 +59,25 @@ impl ApiMetrics {
             .sum()
     }
 
+    /// Counts an HTTPS client refused before any request, by reason.
+    pub fn record_handshake_refused(&self, reason: &'static str) {
+        let mut refused = self
+            .handshakes_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = refused.entry(reason).or_default();
+        *n = n.saturating_add(1);
+    }
+
+    /// HTTPS clients refused for `reason` (`certificate`, `timeout`, `no_identity`, `other`).
+    pub fn handshakes_refused(&self, reason: &str) -> u64 {
+        let refused = self
+            .handshakes_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        refused.get(reason).copied().unwrap_or(0)
+    }
+
     /// Latency of `endpoint`.
     pub fn latency(&self, endpoint: &str) -> Latency {
         let latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,6 +106,18 @@ impl ApiMetrics {
                  historian_api_request_seconds_count{{endpoint=\"{endpoint}\"}} {}",
                 l.total_us as f64 / 1e6,
                 l.count
+            );
+        }
+        drop(latency);
+        out.push_str("# TYPE historian_api_tls_handshakes_refused_total counter\n");
+        let refused = self
+            .handshakes_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (reason, n) in refused.iter() {
+            let _ = writeln!(
+                out,
+                "historian_api_tls_handshakes_refused_total{{reason=\"{reason}\"}} {n}"
             );
         }
         out

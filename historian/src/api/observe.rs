@@ -1,6 +1,7 @@
-//! Who asked what: every answered request is reported to an optional observer, which the
-//! server connects to its tamper-evident audit log (historian queries by IT clients are
-//! security events). The API knows nothing of the audit log itself.
+//! Who asked what: every answered request, and every refused TLS handshake, is reported to an
+//! optional observer, which the server connects to its tamper-evident audit log (historian
+//! queries by IT clients and refused clients are security events). The API knows nothing of
+//! the audit log itself.
 
 use std::net::SocketAddr;
 
@@ -24,6 +25,14 @@ pub struct QueryRecord<'a> {
 /// answer is ready: it must not block (the audit log's `record` only queues).
 pub trait QueryObserver: Send + Sync {
     fn answered(&self, record: &QueryRecord<'_>);
+
+    /// An HTTPS client was refused before any request: its handshake failed (no, expired,
+    /// revoked or foreign certificate, …) or timed out, or its certificate names no usable
+    /// identity. `reason` is the metrics label (`ApiMetrics::handshakes_refused`), `detail`
+    /// says what happened. Called on the connection's task; must not block.
+    fn handshake_refused(&self, peer: SocketAddr, reason: &'static str, detail: &str) {
+        let _ = (peer, reason, detail);
+    }
 }
 
 /// The peer address the accept loop attaches to each request.

@@ -28,7 +28,8 @@ use tracing::Instrument;
 use crate::api::auth::ClientIdentity;
 use crate::api::config::{validate, ApiConfig, TlsConfig, LOCAL_IDENTITY};
 use crate::api::error::ApiError;
-use crate::api::observe::PeerAddr;
+use crate::api::metrics::ApiMetrics;
+use crate::api::observe::{PeerAddr, QueryObserver};
 use crate::api::{router, ApiState};
 
 /// Longest pause after a failed accept (file descriptors exhausted, say):
@@ -66,6 +67,46 @@ pub struct Prepared {
     tls: Option<TlsAcceptor>,
     app: Router,
     local: SocketAddr,
+    refusals: Refusals,
+}
+
+/// Where refused HTTPS clients are counted and reported.
+#[derive(Clone)]
+struct Refusals {
+    metrics: Arc<ApiMetrics>,
+    observer: Option<Arc<dyn QueryObserver>>,
+}
+
+impl Refusals {
+    fn refused(&self, peer: SocketAddr, reason: &'static str, detail: &str) {
+        tracing::info!(%peer, reason, detail, "HTTPS client refused");
+        self.metrics.record_handshake_refused(reason);
+        if let Some(o) = &self.observer {
+            o.handshake_refused(peer, reason, detail);
+        }
+    }
+}
+
+/// The metrics label of a failed handshake: the client's certificate was refused (missing,
+/// expired, revoked, foreign, not a valid end-entity certificate), or something else went
+/// wrong (protocol error, the peer went away).
+fn refusal_reason(e: &std::io::Error) -> &'static str {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::InvalidCertRevocationList(_)
+            )
+        });
+    if certificate {
+        "certificate"
+    } else {
+        "other"
+    }
 }
 
 /// Checks `config` against the listener's address and builds the service.
@@ -82,6 +123,10 @@ pub fn prepare(
         .as_ref()
         .map(|tls| acceptor(tls, verifier))
         .transpose()?;
+    let refusals = Refusals {
+        metrics: state.metrics().clone(),
+        observer: state.observer.clone(),
+    };
     let app = router(&config, state)?;
     Ok(Prepared {
         listener,
@@ -89,6 +134,7 @@ pub fn prepare(
         tls,
         app,
         local,
+        refusals,
     })
 }
 
@@ -107,8 +153,9 @@ impl Prepared {
             tls,
             app,
             local,
+            refusals,
         } = self;
-        accept_loop(listener, config, tls, app, local, shutdown).await
+        accept_loop(listener, config, tls, app, local, refusals, shutdown).await
     }
 }
 
@@ -118,6 +165,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     app: Router,
     local: SocketAddr,
+    refusals: Refusals,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ApiError> {
     let connections = Arc::new(Semaphore::new(config.max_connections));
@@ -150,11 +198,12 @@ async fn accept_loop(
         let app = app.clone();
         let tls = tls.clone();
         let stop = stop_rx.clone();
+        let refusals = refusals.clone();
         let span = tracing::info_span!("api_conn", %peer, tls = tls.is_some(), identity = tracing::field::Empty);
         tokio::spawn(
             async move {
                 let _permit = permit;
-                connection(stream, peer, tls, app, timeout, stop).await;
+                connection(stream, peer, tls, app, timeout, stop, &refusals).await;
             }
             .instrument(span),
         );
@@ -181,6 +230,7 @@ async fn connection(
     app: Router,
     timeout: Duration,
     stop: watch::Receiver<bool>,
+    refusals: &Refusals,
 ) {
     match tls {
         None => {
@@ -191,11 +241,15 @@ async fn connection(
             let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                    refusals.refused(peer, refusal_reason(&e), &e.to_string());
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
+                    refusals.refused(
+                        peer,
+                        "timeout",
+                        "the TLS handshake did not complete in time",
+                    );
                     return;
                 }
             };
@@ -208,7 +262,11 @@ async fn connection(
             // `local` is the loopback pseudo-identity: a certificate must
             // not borrow its rights.
             let Some(cn) = cn.filter(|cn| cn != LOCAL_IDENTITY && !cn.is_empty()) else {
-                tracing::info!(%peer, "client certificate without a usable CN; closing");
+                refusals.refused(
+                    peer,
+                    "no_identity",
+                    "the client certificate has no usable Common Name (none, empty or `local`)",
+                );
                 return;
             };
             tracing::Span::current().record("identity", cn.as_str());
