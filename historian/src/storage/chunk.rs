@@ -78,11 +78,15 @@ pub(crate) fn encode_chunk<'a>(
 
 /// Encodes time-ordered points as chunks, starting a new one whenever the
 /// next point would not fit the current one's span; `emit` gets each
-/// chunk's first time (its key) and bytes.
+/// chunk's first time (its key) and bytes. `expected` (how many points
+/// there are, about) sizes the buffers.
 pub(crate) fn encode_runs<'a>(
     points: impl IntoIterator<Item = &'a Point>,
+    expected: usize,
     mut emit: impl FnMut(Timestamp, Vec<u8>),
 ) -> Result<(), StorageError> {
+    // 22 bytes per numeric record; strings grow the buffer as they need.
+    let capacity = expected.clamp(1, 4096) * 22;
     let mut current: Option<(Timestamp, Vec<u8>)> = None;
     for p in points {
         match &mut current {
@@ -93,7 +97,7 @@ pub(crate) fn encode_runs<'a>(
                 if let Some((first, value)) = current.take() {
                     emit(first, value);
                 }
-                let mut value = Vec::with_capacity(256);
+                let mut value = Vec::with_capacity(capacity);
                 encode_recent_point(p, &mut value)?;
                 current = Some((p.ts, value));
             }
@@ -118,7 +122,10 @@ mod tests {
 
     fn runs(points: &[Point]) -> Vec<(Timestamp, Vec<u8>)> {
         let mut out = Vec::new();
-        encode_runs(points, |first, value| out.push((first, value))).unwrap();
+        encode_runs(points, points.len(), |first, value| {
+            out.push((first, value))
+        })
+        .unwrap();
         out
     }
 

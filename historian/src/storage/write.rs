@@ -109,6 +109,7 @@ struct Staged {
     value_type: ValueType,
     points: BTreeMap<Timestamp, Point>,
     recent_count: u64,
+    /// Latest point on disk before this plan (`latest_after` adds the plan's).
     latest: Option<Point>,
     /// Latest timestamp on disk before this plan: later points are fresh
     /// (nothing can exist there) and go to new chunks.
@@ -120,6 +121,17 @@ struct Staged {
     /// point's lookup went through here, so the chunk a late point merges
     /// into is the greatest one within a span before it (`chunk`).
     chunks: BTreeMap<Timestamp, Vec<Point>>,
+}
+
+impl Staged {
+    /// The tag's latest point once the plan is written: the plan's last
+    /// point unless the disk holds a later one (the plan wins on a tie).
+    fn latest_after(mut self) -> Option<Point> {
+        match self.points.pop_last() {
+            Some((ts, p)) if self.latest.as_ref().is_none_or(|l| ts >= l.ts) => Some(p),
+            _ => self.latest,
+        }
+    }
 }
 
 impl Storage {
@@ -236,10 +248,19 @@ impl<'s> WriteSet<'s> {
         self.check_can_add()?;
         // Pass 1, no mutation: resolve every tag and check every type.
         let mut created: HashMap<&str, ValueType> = HashMap::new();
+        // Points usually come grouped by tag: resolve an id once per run.
+        let mut last_id: Option<(TagId, ValueType)> = None;
         for (tag, p) in points {
             let found = p.value.value_type();
             let (id, expected) = match *tag {
-                TagRef::Id(id) => (Some(id), self.resolve_id(id)?),
+                TagRef::Id(id) => match last_id {
+                    Some((last, vt)) if last == id => (Some(id), vt),
+                    _ => {
+                        let vt = self.resolve_id(id)?;
+                        last_id = Some((id, vt));
+                        (Some(id), vt)
+                    }
+                },
                 TagRef::Name(name) => match self.resolve_name(name) {
                     Some((id, vt)) => (Some(id), vt),
                     None if !self.storage.config.auto_create_tags => {
@@ -335,8 +356,8 @@ impl<'s> WriteSet<'s> {
         for (id, st) in std::mem::take(&mut self.staged) {
             if let Some(e) = table.by_id.get_mut(&id) {
                 e.recent_count = st.recent_count;
-                e.latest = st.latest;
                 e.sealed_last = st.sealed_last;
+                e.latest = st.latest_after();
             }
         }
         drop(table);
@@ -436,27 +457,24 @@ impl<'s> WriteSet<'s> {
     }
 
     fn stage_point(&mut self, id: TagId, p: Point) -> Result<(), StorageError> {
-        if !self.staged.contains_key(&id) {
-            let table = self.storage.table();
-            let e = table.by_id.get(&id).ok_or(StorageError::UnknownTagId(id))?;
-            let st = Staged {
-                value_type: e.meta.value_type,
-                points: BTreeMap::new(),
-                recent_count: e.recent_count,
-                latest: e.latest.clone(),
-                disk_latest: e.latest.as_ref().map(|p| p.ts),
-                sealed_last: e.sealed_last,
-                block_ts: HashMap::new(),
-                chunks: BTreeMap::new(),
-            };
-            drop(table);
-            self.staged.insert(id, st);
-        }
         let storage = self.storage;
-        let st = self
-            .staged
-            .get_mut(&id)
-            .ok_or(StorageError::UnknownTagId(id))?;
+        let st = match self.staged.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => {
+                let table = storage.table();
+                let e = table.by_id.get(&id).ok_or(StorageError::UnknownTagId(id))?;
+                slot.insert(Staged {
+                    value_type: e.meta.value_type,
+                    points: BTreeMap::new(),
+                    recent_count: e.recent_count,
+                    latest: e.latest.clone(),
+                    disk_latest: e.latest.as_ref().map(|p| p.ts),
+                    sealed_last: e.sealed_last,
+                    block_ts: HashMap::new(),
+                    chunks: BTreeMap::new(),
+                })
+            }
+        };
         let replaced = if st.points.contains_key(&p.ts) {
             true
         } else if st.disk_latest.is_none_or(|l| p.ts > l) {
@@ -469,9 +487,6 @@ impl<'s> WriteSet<'s> {
             st.recent_count += 1;
             storage.sealed_contains(id, st, p.ts)?
         };
-        if st.latest.as_ref().is_none_or(|l| p.ts >= l.ts) {
-            st.latest = Some(p.clone());
-        }
         st.points.insert(p.ts, p);
         self.summary.points += 1;
         if replaced {
@@ -782,7 +797,8 @@ impl Storage {
         }
         let rest = fresh.get(whole..).unwrap_or_default();
         st.recent_count = (kept.len() + rest.len()) as u64;
-        chunk::encode_runs(kept.iter().chain(rest), |first, value| {
+        let left = kept.len() + rest.len();
+        chunk::encode_runs(kept.iter().chain(rest), left, |first, value| {
             ops.push(Op::Put {
                 cf: CF_RECENT,
                 key: keys::series_key(tag, first).to_vec(),
@@ -873,7 +889,8 @@ fn recent_ops(tag: TagId, st: &Staged, ops: &mut Vec<Op>) -> Result<(), StorageE
         merged.extend(points.into_iter().map(|p| (p.ts, p)));
         put(first, chunk::encode_chunk(merged.into_values())?);
     }
-    chunk::encode_runs(orphans, &mut put)?;
-    chunk::encode_runs(fresh.into_iter().flatten().map(|(_, p)| p), &mut put)?;
+    chunk::encode_runs(orphans.iter().copied(), orphans.len(), &mut put)?;
+    let fresh = fresh.into_iter().flatten().map(|(_, p)| p);
+    chunk::encode_runs(fresh, st.points.len(), &mut put)?;
     Ok(())
 }
