@@ -796,8 +796,8 @@ impl Storage {
             ops.push(Op::Delete { cf: CF_RECENT, key });
         }
         let rest = fresh.get(whole..).unwrap_or_default();
-        st.recent_count = (kept.len() + rest.len()) as u64;
         let left = kept.len() + rest.len();
+        st.recent_count = left as u64;
         chunk::encode_runs(kept.iter().chain(rest), left, |first, value| {
             ops.push(Op::Put {
                 cf: CF_RECENT,
