@@ -37,6 +37,7 @@ fn check(
     s: &Storage,
     model: &BTreeMap<(usize, i64), i64>,
     probes: &[i64],
+    scale: i64,
 ) -> Result<(), TestCaseError> {
     for (i, name) in TAGS.iter().enumerate() {
         let want: Vec<Point> = model
@@ -54,6 +55,7 @@ fn check(
         prop_assert_eq!(s.latest(tag.id).unwrap(), want.last().cloned());
         prop_assert_eq!(s.stats(name).unwrap()[0].points, want.len() as u64);
         for &t in probes {
+            let t = t * scale;
             let before = want.iter().rev().find(|p| p.ts.micros() < t).cloned();
             let at_or_before = want.iter().rev().find(|p| p.ts.micros() <= t).cloned();
             let after = want.iter().find(|p| p.ts.micros() > t).cloned();
@@ -64,14 +66,58 @@ fn check(
             prop_assert_eq!(s.after(tag.id, ts(t), true).unwrap(), at_or_after);
             let sub: Vec<Point> = want
                 .iter()
-                .filter(|p| (t - 50..=t + 50).contains(&p.ts.micros()))
+                .filter(|p| (t - 50 * scale..=t + 50 * scale).contains(&p.ts.micros()))
                 .take(7)
                 .cloned()
                 .collect();
-            prop_assert_eq!(s.range(tag.id, ts(t - 50), ts(t + 50), 7).unwrap(), sub);
+            prop_assert_eq!(
+                s.range(tag.id, ts(t - 50 * scale), ts(t + 50 * scale), 7)
+                    .unwrap(),
+                sub
+            );
         }
     }
     Ok(())
+}
+
+/// Writes the batches (timestamps times `scale` µs) and checks every read
+/// after each write and after reopening.
+fn run(
+    batches: &[Vec<(usize, i64, i64)>],
+    probes: &[i64],
+    scale: i64,
+) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        sync: false,
+        seal_threshold: 16,
+        ..StorageConfig::default()
+    };
+    let s = Storage::open_standalone(dir.path(), config.clone()).unwrap();
+    let mut model = BTreeMap::new();
+    let mut replaced = 0u64;
+    for batch in batches {
+        let points: Vec<_> = batch
+            .iter()
+            .map(|&(tag, t, v)| {
+                (
+                    TagRef::Name(TAGS[tag]),
+                    Point::good(ts(t * scale), Value::I64(v)),
+                )
+            })
+            .collect();
+        for &(tag, t, v) in batch {
+            if model.insert((tag, t * scale), v).is_some() {
+                replaced += 1;
+            }
+        }
+        s.write(&points).unwrap();
+        prop_assert_eq!(s.replacements(), replaced);
+        check(&s, &model, probes, scale)?;
+    }
+    drop(s);
+    let s = Storage::open_standalone(dir.path(), config).unwrap();
+    check(&s, &model, probes, scale)
 }
 
 proptest! {
@@ -79,27 +125,13 @@ proptest! {
 
     #[test]
     fn storage_matches_a_btreemap(batches in batches(), probes in prop::collection::vec(-100i64..1300, 4)) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig { sync: false, seal_threshold: 16, ..StorageConfig::default() };
-        let s = Storage::open_standalone(dir.path(), config.clone()).unwrap();
-        let mut model = BTreeMap::new();
-        let mut replaced = 0u64;
-        for batch in &batches {
-            let points: Vec<_> = batch
-                .iter()
-                .map(|&(tag, t, v)| (TagRef::Name(TAGS[tag]), Point::good(ts(t), Value::I64(v))))
-                .collect();
-            for &(tag, t, v) in batch {
-                if model.insert((tag, t), v).is_some() {
-                    replaced += 1;
-                }
-            }
-            s.write(&points).unwrap();
-            prop_assert_eq!(s.replacements(), replaced);
-            check(&s, &model, &probes)?;
-        }
-        drop(s);
-        let s = Storage::open_standalone(dir.path(), config).unwrap();
-        check(&s, &model, &probes)?;
+        run(&batches, &probes, 1)?;
+    }
+
+    /// Points 20 minutes apart: recent chunks are split by their one-hour
+    /// span, so late points often find no chunk to merge into.
+    #[test]
+    fn storage_matches_a_btreemap_sparse(batches in batches(), probes in prop::collection::vec(-100i64..1300, 4)) {
+        run(&batches, &probes, 1_200_000_000)?;
     }
 }

@@ -12,7 +12,8 @@ use crate::storage::TagId;
 pub const CF_TAGS: &str = "hist_tags";
 /// Sealed blocks, keyed (tag, first timestamp of the block).
 pub const CF_BLOCKS: &str = "hist_blocks";
-/// Points not sealed yet, one record per point, keyed (tag, timestamp).
+/// Points not sealed yet, in chunks of recent records keyed (tag, first
+/// timestamp of the chunk); a chunk may hold one point (see `chunk`).
 pub const CF_RECENT: &str = "hist_recent";
 /// Reserved: one-minute rollups keyed (tag, bucket start).
 pub const CF_ROLLUP_1M: &str = "hist_rollup_1m";

@@ -8,7 +8,7 @@
 //! metadata v2: v1 with version u8 = 2, then
 //!              | lossy flags u8 (bit 0 exception, bit 1 compression)
 //!              | [ExcDev f64 LE | ExcMax µs u64 LE] (bit 0) | [CompDev f64 LE | CompMax µs u64 LE] (bit 1)
-//! state v1:    version u8 = 1 | recent record count u64 LE
+//! state v1:    version u8 = 1 | recent point count u64 LE
 //! ```
 //!
 //! A lossless tag is written as v1, so databases without lossy tags stay

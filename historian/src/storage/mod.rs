@@ -9,11 +9,12 @@
 //! `query`, whose `Rollup` arithmetic it reuses.
 //!
 //! Memory per tag is small and bounded: metadata, the count of recent
-//! records, the latest point and the end of the sealed range. Points
+//! points, the latest point and the end of the sealed range. Points
 //! themselves live only in RocksDB. docs/FORMAT.md §8 has the design.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod chunk;
 mod error;
 mod keys;
 mod meta;
@@ -32,8 +33,7 @@ use std::time::Duration;
 use rocksdb::{ColumnFamily, DBCompressionType, Direction, IteratorMode, Options, DB};
 
 use crate::encoding::{
-    block_header, decode_block, decode_recent_point, Point, Timestamp, MAX_POINTS_PER_BLOCK,
-    TARGET_POINTS_PER_BLOCK,
+    block_header, decode_block, Point, Timestamp, MAX_POINTS_PER_BLOCK, TARGET_POINTS_PER_BLOCK,
 };
 
 /// The one tag-pattern matcher (`*`, `?`), shared with the API's search and authorization.
@@ -56,7 +56,7 @@ pub struct StorageConfig {
     /// Whether `write`, `ensure_tag` and `enforce_retention` fsync the WAL.
     /// Writes that join the broker's group commit use the broker's setting.
     pub sync: bool,
-    /// Recent records per tag that trigger sealing. Clamped to
+    /// Recent points per tag that trigger sealing. Clamped to
     /// 1..=MAX_POINTS_PER_BLOCK / 2 so a merged block always fits.
     pub seal_threshold: usize,
     /// Whether a write naming an unknown tag creates it (value type of its
@@ -260,7 +260,7 @@ struct TagTable {
 #[derive(Clone, Debug)]
 struct TagEntry {
     meta: TagMeta,
-    /// Records in `hist_recent` (persisted in the tag's state record).
+    /// Points in `hist_recent` (persisted in the tag's state record).
     recent_count: u64,
     /// Point with the greatest timestamp.
     latest: Option<Point>,
@@ -273,7 +273,7 @@ struct WriterState {
 }
 
 /// Rebuilds the tag table: one pass over `hist_tags` (a few records per
-/// tag), then per tag a seek to the last recent record and the last block.
+/// tag), then per tag a seek to the last recent chunk and the last block.
 fn recover(db: &DB) -> Result<TagTable, StorageError> {
     let tags_cf = db
         .cf_handle(CF_TAGS)
@@ -337,7 +337,7 @@ fn tail_state(db: &DB, id: TagId) -> Result<(Option<Point>, Option<Timestamp>), 
     let last_block = last_block(db, id)?;
     let sealed_last = last_block.as_ref().map(|(_, last)| *last);
     let latest = match (last_recent, last_block) {
-        // Equal timestamps: the recent record replaced the sealed point.
+        // Equal timestamps: the recent point replaced the sealed point.
         (Some(r), Some((_, last))) if r.ts >= last => Some(r),
         (Some(r), None) => Some(r),
         (_, Some((block, _))) => {
@@ -361,16 +361,17 @@ fn count_recent(db: &DB, tag: TagId) -> Result<u64, StorageError> {
     let start = keys::series_start(tag);
     let mut n = 0u64;
     for item in db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
-        let (key, _) = item?;
+        let (key, value) = item?;
         if !key.starts_with(&keys::tag_prefix(tag)) {
             break;
         }
-        n += 1;
+        n += chunk::decode_chunk(&key, &value)?.len() as u64;
     }
     Ok(n)
 }
 
-/// The recent record with the greatest timestamp of `tag`.
+/// The recent point with the greatest timestamp of `tag`: the last of its
+/// last chunk.
 fn last_recent(db: &DB, tag: TagId) -> Result<Option<Point>, StorageError> {
     let cf = db
         .cf_handle(CF_RECENT)
@@ -379,11 +380,7 @@ fn last_recent(db: &DB, tag: TagId) -> Result<Option<Point>, StorageError> {
     it.seek_for_prev(keys::series_key(tag, Timestamp::from_micros(i64::MAX)));
     match (it.key(), it.value()) {
         (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-            let (p, _) = decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
-                key: k.to_vec(),
-                source,
-            })?;
-            Ok(Some(p))
+            Ok(chunk::decode_chunk(k, v)?.pop())
         }
         _ => {
             it.status()?;

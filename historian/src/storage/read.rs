@@ -1,6 +1,7 @@
 //! Reads: time ranges, the point before or after a time, and per-tag
 //! statistics. Blocks of a tag never overlap in time, so a read walks the
-//! blocks in key order and merges the recent records in; a recent record
+//! blocks in key order and merges the recent points in (decoded from their
+//! chunks, `chunk`); a recent point
 //! wins over a sealed point with the same timestamp (it is the newer write).
 
 use std::collections::HashMap;
@@ -8,9 +9,9 @@ use std::collections::HashMap;
 use rocksdb::DBRawIterator;
 
 use crate::encoding::{
-    block_header, decode_block, decode_block_columns, decode_block_window, decode_recent_point,
-    Point, Timestamp,
+    block_header, decode_block, decode_block_columns, decode_block_window, Point, Timestamp,
 };
+use crate::storage::chunk;
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT};
 use crate::storage::write::RawBlock;
 use crate::storage::{glob_match, Storage, StorageError, TagId};
@@ -23,7 +24,7 @@ pub struct TagStats {
     pub tag: TagId,
     /// Its name.
     pub name: String,
-    /// Distinct points (a recent record replacing a sealed point counts once).
+    /// Distinct points (a recent point replacing a sealed point counts once).
     pub points: u64,
     /// Sealed blocks.
     pub blocks: u64,
@@ -31,9 +32,9 @@ pub struct TagStats {
     pub block_bytes: u64,
     /// Points in sealed blocks.
     pub block_points: u64,
-    /// Records in the recent area.
+    /// Points in the recent area.
     pub recent_points: u64,
-    /// Bytes of recent records (values only).
+    /// Bytes of recent chunks (values only).
     pub recent_bytes: u64,
     /// `block_bytes / block_points` (0 when nothing is sealed).
     pub bytes_per_sealed_point: f64,
@@ -57,11 +58,12 @@ impl Storage {
         if start > end || limit == 0 {
             return Ok(out);
         }
-        // Recent records are merged block by block, each read bounded by the
-        // block's last point: sealing leaves a tombstone in `hist_recent` for
-        // every point it moves, and an unbounded seek would walk all of them
-        // up to the live tail on every page of a long scan.
-        // `from`: recent records before it are merged already.
+        // Recent points are merged block by block, each read bounded by the
+        // block's last point (and by one chunk span before `from`): sealing
+        // leaves a tombstone in `hist_recent` for every chunk it moves, and
+        // an unbounded seek would walk all of them up to the live tail on
+        // every page of a long scan.
+        // `from`: recent points before it are merged already.
         let mut from = start;
         let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         // The block that may hold `start` begins at or before it.
@@ -139,14 +141,19 @@ impl Storage {
                 None
             }
         };
-        // Only a recent record at or after the sealed candidate can beat it:
-        // the lower bound keeps the seek off the tombstones of older points.
+        // Only a recent point at or after the sealed candidate can beat it:
+        // the lower bound (the earliest start of a chunk that can hold such
+        // a point) keeps the seek off the tombstones of older chunks.
+        let floor = sealed
+            .as_ref()
+            .map_or(Timestamp::from_micros(i64::MIN), |s| s.ts);
         let mut opts = rocksdb::ReadOptions::default();
-        let floor = sealed.as_ref().map_or(i64::MIN, |s| s.ts.micros());
-        opts.set_iterate_lower_bound(keys::series_key(tag, Timestamp::from_micros(floor)).to_vec());
+        opts.set_iterate_lower_bound(keys::series_key(tag, chunk::earliest_start(floor)).to_vec());
         let mut rit = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
         rit.seek_for_prev(keys::series_key(tag, bound));
-        let recent = recent_at(&rit, tag)?;
+        // The chunk with the greatest start <= bound holds the last recent
+        // point <= bound (chunks never overlap).
+        let recent = chunk_at(&rit, tag)?.and_then(|pts| pts.into_iter().rfind(|p| p.ts <= bound));
         Ok(match (recent, sealed) {
             (Some(r), Some(s)) => Some(if s.ts > r.ts { s } else { r }),
             (r, s) => r.or(s),
@@ -192,8 +199,9 @@ impl Storage {
             bit.next();
         }
         bit.status()?;
-        // Only a recent record at or before the sealed candidate can beat it.
+        // Only a recent point at or before the sealed candidate can beat it.
         let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_lower_bound(keys::series_key(tag, chunk::earliest_start(bound)).to_vec());
         match sealed.as_ref().and_then(|s| s.ts.micros().checked_add(1)) {
             Some(ceiling) => opts.set_iterate_upper_bound(
                 keys::series_key(tag, Timestamp::from_micros(ceiling)).to_vec(),
@@ -201,8 +209,15 @@ impl Storage {
             None => opts.set_iterate_upper_bound(keys::series_end(tag)),
         }
         let mut rit = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
-        rit.seek(keys::series_key(tag, bound));
-        let recent = recent_at(&rit, tag)?;
+        // The chunk that starts at or before `bound` may reach past it;
+        // otherwise the first chunk after `bound` starts with the answer.
+        rit.seek_for_prev(keys::series_key(tag, bound));
+        let mut recent =
+            chunk_at(&rit, tag)?.and_then(|pts| pts.into_iter().find(|p| p.ts >= bound));
+        if recent.is_none() {
+            rit.seek(keys::series_key(tag, bound));
+            recent = chunk_at(&rit, tag)?.and_then(|pts| pts.into_iter().find(|p| p.ts >= bound));
+        }
         Ok(match (recent, sealed) {
             (Some(r), Some(s)) => Some(if s.ts < r.ts { s } else { r }),
             (r, s) => r.or(s),
@@ -210,8 +225,8 @@ impl Storage {
     }
 
     /// Statistics of every tag whose name matches the glob `pattern`. Reads
-    /// block headers only (no values), plus the recent records; a late
-    /// record is checked against its block so replaced points count once.
+    /// block headers only (no values), plus the recent chunks; a late
+    /// point is checked against its block so replaced points count once.
     pub fn stats(&self, pattern: &str) -> Result<Vec<TagStats>, StorageError> {
         let tags: Vec<(TagId, String, Option<Timestamp>)> = self
             .table()
@@ -279,15 +294,18 @@ impl Storage {
             if !k.starts_with(&keys::tag_prefix(tag)) {
                 break;
             }
-            let (_, ts) = keys::parse_series_key(k).ok_or_else(|| StorageError::CorruptRecord {
-                what: "recent key",
-                key: k.to_vec(),
-            })?;
-            recent_points += 1;
+            let points = chunk::decode_chunk(k, v)?;
+            recent_points += points.len() as u64;
             recent_bytes += v.len() as u64;
-            widen(ts, ts);
-            if sealed_last.is_some_and(|last| ts <= last) && self.in_block(tag, ts, &mut cache)? {
-                shadowed += 1;
+            if let (Some(a), Some(b)) = (points.first(), points.last()) {
+                widen(a.ts, b.ts);
+            }
+            for p in &points {
+                if sealed_last.is_some_and(|last| p.ts <= last)
+                    && self.in_block(tag, p.ts, &mut cache)?
+                {
+                    shadowed += 1;
+                }
             }
             rit.next();
         }
@@ -336,64 +354,90 @@ impl Storage {
     }
 }
 
-/// One tag's recent records in `[start, end]`, decoded one at a time.
-struct RecentCursor<'a> {
+/// One tag's recent points in `[start, end]`, one chunk decoded at a time.
+pub(crate) struct RecentCursor<'a> {
     it: DBRawIterator<'a>,
+    start: Timestamp,
+    end: Timestamp,
+    /// The rest of the chunk last decoded.
+    chunk: std::vec::IntoIter<Point>,
     head: Option<Point>,
 }
 
 impl<'a> RecentCursor<'a> {
-    fn new(
+    pub(crate) fn new(
         storage: &'a Storage,
         tag: TagId,
         start: Timestamp,
         end: Timestamp,
     ) -> Result<Self, StorageError> {
         let mut opts = rocksdb::ReadOptions::default();
+        // Bounded both ways: the chunk that may reach `start` begins at most
+        // one chunk span before it, and no chunk after `end` matters.
+        opts.set_iterate_lower_bound(keys::series_key(tag, chunk::earliest_start(start)).to_vec());
         match end.micros().checked_add(1) {
             Some(e) => opts
                 .set_iterate_upper_bound(keys::series_key(tag, Timestamp::from_micros(e)).to_vec()),
             None => opts.set_iterate_upper_bound(keys::series_end(tag)),
         }
         let mut it = storage.db.raw_iterator_cf_opt(storage.cf(CF_RECENT)?, opts);
-        it.seek(keys::series_key(tag, start));
-        let mut cursor = RecentCursor { it, head: None };
-        cursor.load()?;
+        if start <= end {
+            it.seek_for_prev(keys::series_key(tag, start));
+            if !it.valid() {
+                it.status()?;
+                it.seek(keys::series_key(tag, start));
+            }
+        }
+        let mut cursor = RecentCursor {
+            it,
+            start,
+            end,
+            chunk: Vec::new().into_iter(),
+            head: None,
+        };
+        if start <= end {
+            cursor.load()?;
+        }
         Ok(cursor)
     }
 
-    /// Decodes the record under the iterator into `head`.
+    /// Moves the next point in `[start, end]` into `head`.
     fn load(&mut self) -> Result<(), StorageError> {
-        self.head = match (self.it.key(), self.it.value()) {
-            (Some(k), Some(v)) => {
-                let (p, _) =
-                    decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
-                        key: k.to_vec(),
-                        source,
-                    })?;
-                if keys::parse_series_key(k).map(|(_, ts)| ts) != Some(p.ts) {
-                    return Err(StorageError::CorruptRecord {
-                        what: "recent record (key and timestamp differ)",
-                        key: k.to_vec(),
-                    });
+        loop {
+            if let Some(p) = self.chunk.next() {
+                if p.ts < self.start {
+                    continue;
                 }
-                Some(p)
+                self.head = (p.ts <= self.end).then_some(p);
+                if self.head.is_none() {
+                    // Past the end: nothing later can be in range.
+                    self.chunk = Vec::new().into_iter();
+                }
+                return Ok(());
             }
-            _ => {
-                self.it.status()?;
-                None
+            match (self.it.key(), self.it.value()) {
+                (Some(k), Some(v)) => {
+                    self.chunk = chunk::decode_chunk(k, v)?.into_iter();
+                    self.it.next();
+                }
+                _ => {
+                    self.it.status()?;
+                    self.head = None;
+                    return Ok(());
+                }
             }
-        };
-        Ok(())
+        }
     }
 
-    /// The next record if `pred` accepts it.
-    fn next_if(&mut self, pred: impl Fn(&Point) -> bool) -> Result<Option<Point>, StorageError> {
+    /// The next point if `pred` accepts it.
+    pub(crate) fn next_if(
+        &mut self,
+        pred: impl Fn(&Point) -> bool,
+    ) -> Result<Option<Point>, StorageError> {
         if !self.head.as_ref().is_some_and(pred) {
             return Ok(None);
         }
         let p = self.head.take();
-        self.it.next();
         self.load()?;
         Ok(p)
     }
@@ -404,14 +448,11 @@ fn at_tag(it: &DBRawIterator<'_>, tag: TagId) -> bool {
         .is_some_and(|k| k.starts_with(&keys::tag_prefix(tag)))
 }
 
-fn recent_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Point>, StorageError> {
+/// The points of the chunk under the iterator, if it is one of `tag`'s.
+fn chunk_at(it: &DBRawIterator<'_>, tag: TagId) -> Result<Option<Vec<Point>>, StorageError> {
     match (it.key(), it.value()) {
         (Some(k), Some(v)) if k.starts_with(&keys::tag_prefix(tag)) => {
-            let (p, _) = decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
-                key: k.to_vec(),
-                source,
-            })?;
-            Ok(Some(p))
+            Ok(Some(chunk::decode_chunk(k, v)?))
         }
         _ => {
             it.status()?;

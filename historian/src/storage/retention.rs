@@ -1,7 +1,8 @@
 //! Retention: per tag, data older than `now - retention` is removed with
 //! range deletes, never by scanning other tags or newer data.
 //!
-//! * recent records and rollups before the cutoff: one `delete_range` each;
+//! * recent points and rollups before the cutoff: one `delete_range` each
+//!   (the recent chunk straddling the cutoff is put back with its newer points);
 //! * blocks: every block whose last point is before the cutoff. A block
 //!   straddling the cutoff is kept whole until all of it has expired, so a
 //!   read may return points up to one block older than the retention
@@ -15,7 +16,8 @@ use std::sync::PoisonError;
 
 use rocksdb::{WriteBatch, WriteOptions};
 
-use crate::encoding::{block_header, Timestamp};
+use crate::encoding::{block_header, Point, Timestamp};
+use crate::storage::chunk;
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT, CF_ROLLUP_1H, CF_ROLLUP_1M, CF_TAGS};
 use crate::storage::write::RawBlock;
 use crate::storage::{meta, tail_state, Storage, StorageError, TagId};
@@ -26,7 +28,7 @@ use crate::storage::{meta, tail_state, Storage, StorageError, TagId};
 pub struct RetentionSummary {
     /// Tags that have a retention.
     pub tags: u64,
-    /// Recent records deleted.
+    /// Recent points deleted.
     pub recent_deleted: u64,
     /// Blocks deleted.
     pub blocks_deleted: u64,
@@ -66,9 +68,18 @@ impl Storage {
             let start = keys::series_start(tag);
             let cut = keys::series_key(tag, cutoff);
 
-            let expired = self.count_keys(CF_RECENT, &start, &cut)?;
+            let (expired, survivors) = self.expire_recent(tag, &start, cutoff)?;
             let mut changed = expired > 0;
             batch.delete_range_cf(self.cf(CF_RECENT)?, start, cut);
+            // The chunk straddling the cutoff keeps its newer points, under
+            // the key of the first of them (after the range delete, so it wins).
+            if let Some(first) = survivors.first() {
+                batch.put_cf(
+                    self.cf(CF_RECENT)?,
+                    keys::series_key(tag, first.ts),
+                    chunk::encode_chunk(&survivors)?,
+                );
+            }
             for cf in [CF_ROLLUP_1M, CF_ROLLUP_1H] {
                 batch.delete_range_cf(self.cf(cf)?, start, cut);
             }
@@ -133,6 +144,32 @@ impl Storage {
             }
         }
         Ok(summary)
+    }
+
+    /// The recent points of `tag` before `cutoff` (about to be deleted) and
+    /// the points at or after it of the chunk that straddles it. Only the
+    /// chunks starting before the cutoff are read.
+    fn expire_recent(
+        &self,
+        tag: TagId,
+        start: &[u8],
+        cutoff: Timestamp,
+    ) -> Result<(u64, Vec<Point>), StorageError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::series_key(tag, cutoff).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
+        it.seek(start);
+        let (mut expired, mut survivors) = (0u64, Vec::new());
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let points = chunk::decode_chunk(k, v)?;
+            let n = points.partition_point(|p| p.ts < cutoff);
+            expired += n as u64;
+            // Chunks never overlap: only the last one read can straddle.
+            survivors = points.into_iter().skip(n).collect();
+            it.next();
+        }
+        it.status()?;
+        Ok((expired, survivors))
     }
 
     /// Keys in `[from, to)` of `cf`: only ever the keys about to be deleted.

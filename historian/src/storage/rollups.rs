@@ -291,7 +291,7 @@ impl Storage {
 
     /// Calls `f` with every point of `tag` in `[from, to)` in time order, as
     /// they will be once `overlay` (a plan's points and removals) is
-    /// written: blocks, then recent records, then the overlay's points, the
+    /// written: blocks, then recent points, then the overlay's points, the
     /// later winning on equal timestamps, minus the overlay's removals.
     /// Unlike `range`, no limit: the callers bound the range.
     fn for_each_point(
@@ -306,7 +306,7 @@ impl Storage {
             return Ok(());
         }
         let last = Timestamp::from_micros(to.micros().saturating_sub(1));
-        // Recent records are at most a seal's worth plus late points: small.
+        // Recent points are at most a seal's worth plus late points: small.
         let mut newer = self.recent_points(tag, from, last)?;
         newer.extend(overlay.points.range(from..to).map(|(&t, p)| (t, p.clone())));
         // Removed points are recent ones (never in a block): dropping them

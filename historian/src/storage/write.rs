@@ -20,6 +20,7 @@
 //! Operations are also available as a list of `Op` (CF name, key, optional
 //! value) for inspection and for writers that build batches themselves.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
@@ -28,11 +29,12 @@ use rocksdb::{ReadOptions, WriteBatch, WriteOptions};
 
 use crate::encoding::lossy::{self, LossyConfig};
 use crate::encoding::{
-    decode_block, decode_block_columns, decode_recent_point, encode_block, encode_recent_point,
-    Point, Timestamp, ValueType,
+    decode_block, decode_block_columns, encode_block, Point, Timestamp, ValueType,
 };
+use crate::storage::chunk;
 use crate::storage::keys::{self, CF_BLOCKS, CF_RECENT, CF_TAGS};
 use crate::storage::meta::{self, Tag, TagId, TagMeta};
+use crate::storage::read::RecentCursor;
 use crate::storage::{Storage, StorageError, TagEntry, WriterState};
 
 /// Which tag a point belongs to.
@@ -107,10 +109,29 @@ struct Staged {
     value_type: ValueType,
     points: BTreeMap<Timestamp, Point>,
     recent_count: u64,
+    /// Latest point on disk before this plan (`latest_after` adds the plan's).
     latest: Option<Point>,
+    /// Latest timestamp on disk before this plan: later points are fresh
+    /// (nothing can exist there) and go to new chunks.
+    disk_latest: Option<Timestamp>,
     sealed_last: Option<Timestamp>,
     /// Timestamps of blocks read to detect replacements, by block key.
     block_ts: HashMap<Vec<u8>, Vec<Timestamp>>,
+    /// Recent chunks read for late points, by first timestamp. Every late
+    /// point's lookup went through here, so the chunk a late point merges
+    /// into is the greatest one within a span before it (`chunk`).
+    chunks: BTreeMap<Timestamp, Vec<Point>>,
+}
+
+impl Staged {
+    /// The tag's latest point once the plan is written: the plan's last
+    /// point unless the disk holds a later one (the plan wins on a tie).
+    fn latest_after(mut self) -> Option<Point> {
+        match self.points.pop_last() {
+            Some((ts, p)) if self.latest.as_ref().is_none_or(|l| ts >= l.ts) => Some(p),
+            _ => self.latest,
+        }
+    }
 }
 
 impl Storage {
@@ -227,10 +248,19 @@ impl<'s> WriteSet<'s> {
         self.check_can_add()?;
         // Pass 1, no mutation: resolve every tag and check every type.
         let mut created: HashMap<&str, ValueType> = HashMap::new();
+        // Points usually come grouped by tag: resolve an id once per run.
+        let mut last_id: Option<(TagId, ValueType)> = None;
         for (tag, p) in points {
             let found = p.value.value_type();
             let (id, expected) = match *tag {
-                TagRef::Id(id) => (Some(id), self.resolve_id(id)?),
+                TagRef::Id(id) => match last_id {
+                    Some((last, vt)) if last == id => (Some(id), vt),
+                    _ => {
+                        let vt = self.resolve_id(id)?;
+                        last_id = Some((id, vt));
+                        (Some(id), vt)
+                    }
+                },
                 TagRef::Name(name) => match self.resolve_name(name) {
                     Some((id, vt)) => (Some(id), vt),
                     None if !self.storage.config.auto_create_tags => {
@@ -326,8 +356,8 @@ impl<'s> WriteSet<'s> {
         for (id, st) in std::mem::take(&mut self.staged) {
             if let Some(e) = table.by_id.get_mut(&id) {
                 e.recent_count = st.recent_count;
-                e.latest = st.latest;
                 e.sealed_last = st.sealed_last;
+                e.latest = st.latest_after();
             }
         }
         drop(table);
@@ -415,8 +445,10 @@ impl<'s> WriteSet<'s> {
                 points: BTreeMap::new(),
                 recent_count: 0,
                 latest: None,
+                disk_latest: None,
                 sealed_last: None,
                 block_ts: HashMap::new(),
+                chunks: BTreeMap::new(),
             },
         );
         self.new_tags.push(Tag { id, meta });
@@ -425,40 +457,36 @@ impl<'s> WriteSet<'s> {
     }
 
     fn stage_point(&mut self, id: TagId, p: Point) -> Result<(), StorageError> {
-        if !self.staged.contains_key(&id) {
-            let table = self.storage.table();
-            let e = table.by_id.get(&id).ok_or(StorageError::UnknownTagId(id))?;
-            let st = Staged {
-                value_type: e.meta.value_type,
-                points: BTreeMap::new(),
-                recent_count: e.recent_count,
-                latest: e.latest.clone(),
-                sealed_last: e.sealed_last,
-                block_ts: HashMap::new(),
-            };
-            drop(table);
-            self.staged.insert(id, st);
-        }
         let storage = self.storage;
-        let st = self
-            .staged
-            .get_mut(&id)
-            .ok_or(StorageError::UnknownTagId(id))?;
+        let st = match self.staged.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => {
+                let table = storage.table();
+                let e = table.by_id.get(&id).ok_or(StorageError::UnknownTagId(id))?;
+                slot.insert(Staged {
+                    value_type: e.meta.value_type,
+                    points: BTreeMap::new(),
+                    recent_count: e.recent_count,
+                    latest: e.latest.clone(),
+                    disk_latest: e.latest.as_ref().map(|p| p.ts),
+                    sealed_last: e.sealed_last,
+                    block_ts: HashMap::new(),
+                    chunks: BTreeMap::new(),
+                })
+            }
+        };
         let replaced = if st.points.contains_key(&p.ts) {
             true
-        } else if st.latest.as_ref().is_none_or(|l| p.ts > l.ts) {
-            // In order: nothing can exist at this time, no read needed.
+        } else if st.disk_latest.is_none_or(|l| p.ts > l) {
+            // After everything on disk: nothing can exist there, no read.
             st.recent_count += 1;
             false
-        } else if storage.recent_exists(id, p.ts)? {
+        } else if storage.recent_contains(id, st, p.ts)? {
             true
         } else {
             st.recent_count += 1;
             storage.sealed_contains(id, st, p.ts)?
         };
-        if st.latest.as_ref().is_none_or(|l| p.ts >= l.ts) {
-            st.latest = Some(p.clone());
-        }
         st.points.insert(p.ts, p);
         self.summary.points += 1;
         if replaced {
@@ -510,9 +538,7 @@ impl<'s> WriteSet<'s> {
                 self.summary.compressed_out += sealed.compressed_out.len() as u64;
                 compressed_out = sealed.compressed_out;
             } else {
-                for p in st.points.values() {
-                    ops.push(recent_put(id, p)?);
-                }
+                recent_ops(id, st, &mut ops)?;
             }
             ops.push(Op::Put {
                 cf: CF_TAGS,
@@ -534,12 +560,38 @@ impl<'s> WriteSet<'s> {
 }
 
 impl Storage {
-    /// Whether a recent record exists at (tag, ts).
-    fn recent_exists(&self, tag: TagId, ts: Timestamp) -> Result<bool, StorageError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_RECENT)?, keys::series_key(tag, ts))?
-            .is_some())
+    /// Whether a recent point exists at (tag, ts). Reads the chunk that
+    /// may hold it (the greatest start <= ts, at most a span before) into
+    /// the plan's cache, unless a cached chunk already covers `ts`.
+    fn recent_contains(
+        &self,
+        tag: TagId,
+        st: &mut Staged,
+        ts: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let holds = |pts: &[Point]| pts.binary_search_by_key(&ts, |p| p.ts).is_ok();
+        if let Some((_, pts)) = st.chunks.range(..=ts).next_back() {
+            if pts.last().is_some_and(|l| l.ts >= ts) {
+                return Ok(holds(pts));
+            }
+        }
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(keys::series_key(tag, chunk::earliest_start(ts)).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
+        it.seek_for_prev(keys::series_key(tag, ts));
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            it.status()?;
+            return Ok(false);
+        };
+        let (_, first) = keys::parse_series_key(k).ok_or_else(|| StorageError::CorruptRecord {
+            what: "recent key",
+            key: k.to_vec(),
+        })?;
+        let points = match st.chunks.entry(first) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(chunk::decode_chunk(k, v)?),
+        };
+        Ok(holds(points))
     }
 
     /// Whether a sealed block of `tag` holds a point at `ts`. Decodes at
@@ -607,34 +659,30 @@ impl Storage {
         }
     }
 
-    /// Every recent record of `tag`, by time.
+    /// The recent points of `tag` in `[start, end_inclusive]`, by time.
     pub(crate) fn recent_points(
         &self,
         tag: TagId,
         start: Timestamp,
         end_inclusive: Timestamp,
     ) -> Result<BTreeMap<Timestamp, Point>, StorageError> {
-        let mut opts = ReadOptions::default();
-        match end_inclusive.micros().checked_add(1) {
-            Some(e) => opts
-                .set_iterate_upper_bound(keys::series_key(tag, Timestamp::from_micros(e)).to_vec()),
-            None => opts.set_iterate_upper_bound(keys::series_end(tag)),
-        }
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
-        it.seek(keys::series_key(tag, start));
+        let mut cursor = RecentCursor::new(self, tag, start, end_inclusive)?;
         let mut out = BTreeMap::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let (p, _) = decode_recent_point(v).map_err(|source| StorageError::CorruptRecent {
-                key: k.to_vec(),
-                source,
-            })?;
-            if keys::parse_series_key(k).map(|(_, ts)| ts) != Some(p.ts) {
-                return Err(StorageError::CorruptRecord {
-                    what: "recent record (key and timestamp differ)",
-                    key: k.to_vec(),
-                });
-            }
+        while let Some(p) = cursor.next_if(|_| true)? {
             out.insert(p.ts, p);
+        }
+        Ok(out)
+    }
+
+    /// Every recent chunk of `tag`: its key and points.
+    fn recent_chunks(&self, tag: TagId) -> Result<Vec<KeyedChunk>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::series_end(tag));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_RECENT)?, opts);
+        it.seek(keys::series_start(tag));
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            out.push((k.to_vec(), chunk::decode_chunk(k, v)?));
             it.next();
         }
         it.status()?;
@@ -645,7 +693,9 @@ impl Storage {
     /// merged into the blocks they fall in; then the oldest of the others
     /// become blocks of `seal_threshold` points while that many remain,
     /// each through swinging-door `compression` if the tag has it (late
-    /// points are merged as they are).
+    /// points are merged as they are). All of the tag's recent chunks are
+    /// read and deleted (a handful of keys) and the points left are put
+    /// back as chunks.
     fn seal(
         &self,
         tag: TagId,
@@ -654,17 +704,17 @@ impl Storage {
         ops: &mut Vec<Op>,
     ) -> Result<Sealed, StorageError> {
         let threshold = self.config.seal_threshold;
-        let on_disk = self.recent_points(
-            tag,
-            Timestamp::from_micros(i64::MIN),
-            Timestamp::from_micros(i64::MAX),
-        )?;
-        let disk_keys: BTreeSet<Timestamp> = on_disk.keys().copied().collect();
-        let mut all = on_disk;
+        let mut all = BTreeMap::new();
+        let mut disk_keys = Vec::new();
+        for (key, points) in self.recent_chunks(tag)? {
+            all.extend(points.into_iter().map(|p| (p.ts, p)));
+            disk_keys.push(key);
+        }
         // The plan's points replace what is on disk.
         all.extend(st.points.iter().map(|(&ts, p)| (ts, p.clone())));
 
-        let mut sealed: BTreeSet<Timestamp> = BTreeSet::new();
+        // Late points with no block to go to stay recent.
+        let mut kept = Vec::new();
         let mut blocks = 0u64;
 
         // Late points, grouped by the block they merge into.
@@ -684,9 +734,9 @@ impl Storage {
             };
             let Some(RawBlock { key, bytes }) = found else {
                 // No block at all (cannot happen with sealed_last set): keep it recent.
+                kept.push(p);
                 continue;
             };
-            sealed.insert(ts);
             groups.entry(key).or_insert((bytes, Vec::new())).1.push(p);
         }
         for (key, (bytes, late_points)) in groups {
@@ -716,7 +766,6 @@ impl Storage {
         let (to_seal, _) = fresh.split_at(whole.min(fresh.len()));
         let mut compressed_out = BTreeSet::new();
         for chunk in to_seal.chunks(threshold) {
-            sealed.extend(chunk.iter().map(|p| p.ts));
             match compression {
                 Some(config) => {
                     let kept = lossy::compress(chunk.iter().cloned(), config);
@@ -740,26 +789,24 @@ impl Storage {
             }
         }
 
-        // Recent records: delete what was sealed, put the plan's other points.
-        for ts in &sealed {
-            if disk_keys.contains(ts) {
-                ops.push(Op::Delete {
-                    cf: CF_RECENT,
-                    key: keys::series_key(tag, *ts).to_vec(),
-                });
-            }
+        // Recent chunks: all of the tag's are deleted and what was not sealed
+        // is put back (after the deletes, so a reused key keeps the put).
+        // Every point left is in `kept` (earlier) or the fresh tail.
+        for key in disk_keys {
+            ops.push(Op::Delete { cf: CF_RECENT, key });
         }
-        let mut remaining = disk_keys.len() as u64;
-        for p in st.points.values() {
-            if !disk_keys.contains(&p.ts) {
-                remaining += 1;
-            }
-            if !sealed.contains(&p.ts) {
-                ops.push(recent_put(tag, p)?);
-            }
-        }
-        st.recent_count = remaining.saturating_sub(sealed.len() as u64);
+        let rest = fresh.get(whole..).unwrap_or_default();
+        let left = kept.len() + rest.len();
+        st.recent_count = left as u64;
+        chunk::encode_runs(kept.iter().chain(rest), left, |first, value| {
+            ops.push(Op::Put {
+                cf: CF_RECENT,
+                key: keys::series_key(tag, first).to_vec(),
+                value,
+            });
+        })?;
         st.block_ts.clear();
+        st.chunks.clear();
         Ok(Sealed {
             blocks,
             compressed_out,
@@ -792,18 +839,58 @@ struct Sealed {
     compressed_out: BTreeSet<Timestamp>,
 }
 
+/// A recent chunk's key and points.
+type KeyedChunk = (Vec<u8>, Vec<Point>);
+
 /// A block as stored: its key and bytes.
 pub(crate) struct RawBlock {
     pub(crate) key: Vec<u8>,
     pub(crate) bytes: Vec<u8>,
 }
 
-fn recent_put(tag: TagId, p: &Point) -> Result<Op, StorageError> {
-    let mut value = Vec::with_capacity(24);
-    encode_recent_point(p, &mut value)?;
-    Ok(Op::Put {
-        cf: CF_RECENT,
-        key: keys::series_key(tag, p.ts).to_vec(),
-        value,
-    })
+/// The recent-area operations of a plan that does not seal `tag`: its
+/// points after everything on disk become new chunks (one per write, unless
+/// they span more than a chunk may); each late point is merged into the
+/// chunk that starts at most a span before it (read-modify-write, the plan
+/// winning on equal times), or, if there is none, into new chunks of late
+/// points. Chunks stay disjoint: a late point `p` merged into chunk `c` has
+/// no other chunk starting in `(c, p]`, and new late chunks start where no
+/// chunk starts within a span before them.
+fn recent_ops(tag: TagId, st: &Staged, ops: &mut Vec<Op>) -> Result<(), StorageError> {
+    let fresh_from = st.disk_latest.map(|l| l.micros().checked_add(1));
+    let (late, fresh) = match fresh_from {
+        None => (None, Some(st.points.range(..))),
+        Some(None) => (Some(st.points.range(..)), None),
+        Some(Some(f)) => {
+            let f = Timestamp::from_micros(f);
+            (Some(st.points.range(..f)), Some(st.points.range(f..)))
+        }
+    };
+    let mut put = |first: Timestamp, value: Vec<u8>| {
+        ops.push(Op::Put {
+            cf: CF_RECENT,
+            key: keys::series_key(tag, first).to_vec(),
+            value,
+        });
+    };
+    let mut merges: BTreeMap<Timestamp, Vec<&Point>> = BTreeMap::new();
+    let mut orphans = Vec::new();
+    for (&ts, p) in late.into_iter().flatten() {
+        match st.chunks.range(chunk::earliest_start(ts)..=ts).next_back() {
+            Some((&first, _)) => merges.entry(first).or_default().push(p),
+            None => orphans.push(p),
+        }
+    }
+    for (first, points) in merges {
+        let mut merged: BTreeMap<Timestamp, &Point> = BTreeMap::new();
+        if let Some(old) = st.chunks.get(&first) {
+            merged.extend(old.iter().map(|p| (p.ts, p)));
+        }
+        merged.extend(points.into_iter().map(|p| (p.ts, p)));
+        put(first, chunk::encode_chunk(merged.into_values())?);
+    }
+    chunk::encode_runs(orphans.iter().copied(), orphans.len(), &mut put)?;
+    let fresh = fresh.into_iter().flatten().map(|(_, p)| p);
+    chunk::encode_runs(fresh, st.points.len(), &mut put)?;
+    Ok(())
 }
