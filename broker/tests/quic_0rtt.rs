@@ -191,15 +191,7 @@ async fn with_zero_rtt_off_early_data_is_rejected_and_the_client_connects_at_1rt
         Err(c) => c,
     };
     let conn = connecting.await.expect("1-RTT handshake");
-    let mut control = MqttStream::from(conn.open_bi().await.unwrap());
-    control
-        .send
-        .write_all(&encode(Packet::Connect(connect_packet("plain-1", true))))
-        .await
-        .unwrap();
-    assert!(
-        matches!(control.recv().await, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success)
-    );
+    connect_at_1rtt(&conn, "plain-1").await;
     assert_eq!(server.broker.metrics.quic_0rtt_connects.get(), 0);
     server.shutdown().await.unwrap();
 
@@ -222,17 +214,22 @@ async fn with_zero_rtt_off_early_data_is_rejected_and_the_client_connects_at_1rt
         .unwrap();
     assert!(!accepted.await, "early data rejected");
     // quinn discards what was sent early; the client sends its CONNECT again.
+    connect_at_1rtt(&conn, "plain-2").await;
+    assert_eq!(server.broker.metrics.quic_0rtt_connects.get(), 0);
+    server.shutdown().await.unwrap();
+}
+
+/// Opens the control stream at 1-RTT, sends a clean-start CONNECT and expects CONNACK success.
+async fn connect_at_1rtt(conn: &quinn::Connection, client_id: &str) {
     let mut control = MqttStream::from(conn.open_bi().await.unwrap());
     control
         .send
-        .write_all(&encode(Packet::Connect(connect_packet("plain-2", true))))
+        .write_all(&encode(Packet::Connect(connect_packet(client_id, true))))
         .await
         .unwrap();
     assert!(
         matches!(control.recv().await, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success)
     );
-    assert_eq!(server.broker.metrics.quic_0rtt_connects.get(), 0);
-    server.shutdown().await.unwrap();
 }
 
 /// Records a device's first 0-RTT flight carrying `connect`, without letting it reach the
