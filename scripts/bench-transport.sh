@@ -64,7 +64,7 @@ bind = "10.77.0.1:8883"
 require_client_id_match = false   # every bench client uses demo-device's certificate
 [listeners.quic]
 bind = "10.77.0.1:14567"
-udp_recv_buffer_bytes = ${UDP_RECV_BUFFER:-4194304}
+udp_recv_buffer_bytes = ${UDP_RECV_BUFFER:-33554432}   # the default
 [limits]
 max_connections = 20000
 [metrics]

@@ -156,7 +156,8 @@ pub struct QuicListener {
     pub zero_rtt_tickets: usize,
     /// Kernel receive buffer asked for on the UDP socket (bytes). A reconnect storm delivers
     /// thousands of Initials at once; what overflows the buffer is dropped and those clients
-    /// wait out a retransmission timeout that doubles each time. The kernel grants at most
+    /// wait out a retransmission timeout that doubles each time (2,000 devices: all back in
+    /// 1.5 s with 32 MiB, 8-31 s with 4 MiB; docs/BENCHMARKS.md). The kernel grants at most
     /// `net.core.rmem_max`; the server logs a warning when it got less.
     pub udp_recv_buffer_bytes: usize,
 }
@@ -176,7 +177,7 @@ impl Default for QuicListener {
             keep_alive_interval_secs: 10,
             zero_rtt: false,
             zero_rtt_tickets: 0,
-            udp_recv_buffer_bytes: 4 << 20,
+            udp_recv_buffer_bytes: 32 << 20,
         }
     }
 }
@@ -668,8 +669,8 @@ mod tests {
                 "{e}"
             );
         }
-        let c = Config::parse("[listeners.quic]\nudp_recv_buffer_bytes = 16777216\n").unwrap();
-        assert_eq!(c.listeners.quic.udp_recv_buffer_bytes, 16 << 20);
+        let c = Config::parse("[listeners.quic]\nudp_recv_buffer_bytes = 4194304\n").unwrap();
+        assert_eq!(c.listeners.quic.udp_recv_buffer_bytes, 4 << 20);
     }
 
     #[test]
