@@ -656,7 +656,7 @@ mod tests {
                 .listeners
                 .quic
                 .udp_recv_buffer_bytes,
-            4 << 20
+            32 << 20
         );
         for bad in [0, 65535, (1 << 30) + 1] {
             let e = Config::parse(&format!(
