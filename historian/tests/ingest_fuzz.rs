@@ -12,22 +12,9 @@ use prost::Message;
 
 fn rule(filter: &str, decoder: Decoder, tag: Option<&str>) -> RuleConfig {
     RuleConfig {
-        filter: filter.into(),
-        decoder,
         tag: tag.map(Into::into),
-        unit: None,
-        description: None,
-        retention: None,
         deadband: Some(0.5),
-        exc_dev: None,
-        exc_max: None,
-        comp_dev: None,
-        comp_max: None,
-        value_type: None,
-        value_pointer: None,
-        timestamp_pointer: None,
-        quality_pointer: None,
-        name_pointer: None,
+        ..RuleConfig::new(filter, decoder)
     }
 }
 

@@ -14,24 +14,7 @@ fn rx() -> Timestamp {
 }
 
 fn rule(filter: &str, decoder: Decoder) -> RuleConfig {
-    RuleConfig {
-        filter: filter.into(),
-        decoder,
-        tag: None,
-        unit: None,
-        description: None,
-        retention: None,
-        deadband: None,
-        exc_dev: None,
-        exc_max: None,
-        comp_dev: None,
-        comp_max: None,
-        value_type: None,
-        value_pointer: None,
-        timestamp_pointer: None,
-        quality_pointer: None,
-        name_pointer: None,
-    }
+    RuleConfig::new(filter, decoder)
 }
 
 fn ingest(rules: Vec<RuleConfig>) -> Ingest {

@@ -26,22 +26,9 @@ fn us(ms: u64) -> Timestamp {
 
 fn rule() -> RuleConfig {
     RuleConfig {
-        filter: "spBv1.0/#".into(),
-        decoder: Decoder::Sparkplug,
-        tag: None,
         unit: Some("bar".into()),
-        description: None,
         retention: Some("30d".into()),
-        deadband: None,
-        exc_dev: None,
-        exc_max: None,
-        comp_dev: None,
-        comp_max: None,
-        value_type: None,
-        value_pointer: None,
-        timestamp_pointer: None,
-        quality_pointer: None,
-        name_pointer: None,
+        ..RuleConfig::new("spBv1.0/#", Decoder::Sparkplug)
     }
 }
 
