@@ -46,11 +46,7 @@ impl MqttStream {
                     Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
                     Err(e) => return Err(format!("undecodable: {e:?}")),
                 }
-                match self.recv.read_chunk(64 * 1024, true).await {
-                    Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                    Ok(None) => return Err("stream finished".to_string()),
-                    Err(e) => return Err(format!("stream error: {e}")),
-                }
+                read_more(&mut self.recv, &mut self.buf).await?;
             }
         })
         .await
@@ -125,6 +121,18 @@ pub fn connect_packet(id: &str, clean: bool) -> rumqttc::mqttbytes::v4::Connect 
     c
 }
 
+/// Appends the next chunk of `recv` to `buf`; Err when the stream ends first.
+async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), String> {
+    match recv.read_chunk(64 * 1024, true).await {
+        Ok(Some(chunk)) => {
+            buf.extend_from_slice(&chunk.bytes);
+            Ok(())
+        }
+        Ok(None) => Err("stream finished".to_string()),
+        Err(e) => Err(format!("stream error: {e}")),
+    }
+}
+
 /// One bidirectional stream carrying MQTT 5 packets.
 pub struct Mqtt5Stream {
     pub send: SendStream,
@@ -156,11 +164,7 @@ impl Mqtt5Stream {
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
                     Err(e) => return Err(format!("undecodable: {e:?}")),
                 }
-                match self.recv.read_chunk(64 * 1024, true).await {
-                    Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                    Ok(None) => return Err("stream finished".to_string()),
-                    Err(e) => return Err(format!("stream error: {e}")),
-                }
+                read_more(&mut self.recv, &mut self.buf).await?;
             }
         })
         .await

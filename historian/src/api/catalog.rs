@@ -91,11 +91,6 @@ impl TagQuery {
         self
     }
 
-    /// The name pattern.
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-
     /// Whether a tag with these fields matches (`""` is no unit or
     /// description). The cheap tests run first: a search over many tags
     /// mostly rejects.

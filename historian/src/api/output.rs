@@ -4,8 +4,6 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 use serde_json::{json, Value as Json};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -141,14 +139,17 @@ impl Output {
         match self {
             Output::Points(items) => points_json::points(&items),
             Output::Values(items) => points_json::values(&items),
-            Output::Summary(items) => serde_json::to_vec(&Items {
-                items: items.iter().map(|(tag, rows)| {
-                    json!({ "tag": tag, "rows": rows.iter().map(row_json).collect::<Vec<_>>() })
-                }),
-            }),
-            Output::Tags(items) => serde_json::to_vec(&Items {
-                items: items.iter().map(tag_json),
-            }),
+            Output::Summary(items) => {
+                let items: Vec<Json> = items
+                    .iter()
+                    .map(|(tag, rows)| json!({ "tag": tag, "rows": rows.iter().map(row_json).collect::<Vec<_>>() }))
+                    .collect();
+                serde_json::to_vec(&json!({ "items": items }))
+            }
+            Output::Tags(items) => {
+                let items: Vec<Json> = items.iter().map(tag_json).collect();
+                serde_json::to_vec(&json!({ "items": items }))
+            }
             Output::Tag(info) => serde_json::to_vec(&tag_json(&info)),
         }
     }
@@ -235,9 +236,20 @@ impl Output {
 
 /// RFC 3339 in UTC with microseconds; `None` beyond year 9999.
 pub fn rfc3339(ts: Timestamp) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.micros()) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+    rfc3339_into(ts, &mut [0; RFC3339_BUF]).map(str::to_owned)
+}
+
+/// Room for any time `rfc3339_into` writes ("9999-12-31T23:59:59.999999Z" is 27 bytes).
+pub(crate) const RFC3339_BUF: usize = 40;
+
+/// [`rfc3339`] formatted into `buf`, without allocating.
+pub(crate) fn rfc3339_into(ts: Timestamp, buf: &mut [u8; RFC3339_BUF]) -> Option<&str> {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.micros()) * 1_000).ok()?;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    t.format_into(&mut cursor, &Rfc3339).ok()?;
+    // The length is the cursor's position: `format_into`'s count leaves out the fraction.
+    let n = usize::try_from(cursor.position()).ok()?;
+    std::str::from_utf8(buf.get(..n)?).ok()
 }
 
 /// Milliseconds since the epoch, rounded down.
@@ -256,36 +268,6 @@ fn json_response(body: Result<Vec<u8>, serde_json::Error>) -> Response {
         )
             .into_response(),
         Err(e) => RequestError::internal(&e).into_response(),
-    }
-}
-
-/// `{"items": [...]}` over an iterator, serialized without collecting.
-struct Items<I> {
-    items: I,
-}
-
-impl<I, T> Serialize for Items<I>
-where
-    I: Iterator<Item = T> + Clone,
-    T: Serialize,
-{
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry("items", &Seq(self.items.clone()))?;
-        map.end()
-    }
-}
-
-/// A JSON array over an iterator.
-struct Seq<I>(I);
-
-impl<I, T> Serialize for Seq<I>
-where
-    I: Iterator<Item = T> + Clone,
-    T: Serialize,
-{
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.clone())
     }
 }
 

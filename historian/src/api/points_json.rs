@@ -4,12 +4,7 @@
 //! a 10,000-tag `latest`. Only tag names and string values are escaped (by serde_json); numbers
 //! are formatted by serde_json too, so the output is what `json!` produced, key order aside.
 
-use std::io::Cursor;
-
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-
-use crate::api::output::{epoch_ms, severity, TagPoints};
+use crate::api::output::{epoch_ms, rfc3339_into, severity, TagPoints, RFC3339_BUF};
 use crate::encoding::{Point, Timestamp, Value};
 
 /// `{"items":[{"tag":…,"points":[…],"next":…},…]}`.
@@ -85,21 +80,13 @@ fn point(out: &mut Vec<u8>, p: &Point) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
-/// RFC 3339 in a JSON string (as `output::rfc3339`), or `null` beyond year 9999; formatted on
-/// the stack. RFC 3339 output holds nothing JSON must escape.
+/// RFC 3339 in a JSON string (as `output::rfc3339`), or `null` beyond year 9999. RFC 3339
+/// output holds nothing JSON must escape.
 fn time(out: &mut Vec<u8>, ts: Timestamp) {
-    let mut buf = [0u8; 40];
-    let mut cursor = Cursor::new(&mut buf[..]);
-    // The length is the cursor's position: `format_into`'s count leaves out the fraction.
-    let written = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.micros()) * 1_000)
-        .ok()
-        .filter(|t| t.year() <= 9999)
-        .and_then(|t| t.format_into(&mut cursor, &Rfc3339).ok())
-        .and_then(|_| usize::try_from(cursor.position()).ok());
-    match written.and_then(|n| buf.get(..n)) {
+    match rfc3339_into(ts, &mut [0; RFC3339_BUF]) {
         Some(text) => {
             out.push(b'"');
-            out.extend_from_slice(text);
+            out.extend_from_slice(text.as_bytes());
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),

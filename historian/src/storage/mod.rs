@@ -208,10 +208,15 @@ impl Storage {
 
     /// Tags whose name matches a glob (`*` any run, `?` one character), by id.
     pub fn search(&self, pattern: &str) -> Vec<Tag> {
+        self.search_by(|meta| glob_match(pattern, &meta.name))
+    }
+
+    /// Tags whose metadata `keep` accepts, by id; only those are copied.
+    pub fn search_by(&self, keep: impl Fn(&TagMeta) -> bool) -> Vec<Tag> {
         self.table()
             .by_id
             .iter()
-            .filter(|(_, e)| glob_match(pattern, &e.meta.name))
+            .filter(|(_, e)| keep(&e.meta))
             .map(|(&id, e)| Tag {
                 id,
                 meta: e.meta.clone(),

@@ -113,22 +113,9 @@ impl Catalog for Storage {
         limit: usize,
         visible: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<TagInfo>, CatalogError> {
-        let mut tags: Vec<Tag> = {
-            let table = self.table();
-            table
-                .by_id
-                .iter()
-                .filter(|(_, e)| {
-                    let m = &e.meta;
-                    query.matches(&m.name, m.value_type, &m.unit, &m.description)
-                        && visible(&m.name)
-                })
-                .map(|(&id, e)| Tag {
-                    id,
-                    meta: e.meta.clone(),
-                })
-                .collect()
-        };
+        let mut tags = self.search_by(|m| {
+            query.matches(&m.name, m.value_type, &m.unit, &m.description) && visible(&m.name)
+        });
         tags.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
         tags.truncate(limit);
         Ok(tags.iter().map(tag_info).collect())
